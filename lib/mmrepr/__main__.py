@@ -1,0 +1,5 @@
+import sys
+
+from mmrepr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Stage 5: tables, significance tests, plots and the HTML report."""

@@ -1,0 +1,49 @@
+"""Command line: ``python -m mmrepr run PARAMS [--stages ...] [--force]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from mmrepr.stages import STAGE_NAMES
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mmrepr", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run the study's notebooks for a params profile")
+    p_run.add_argument("params", help="a profile, e.g. params/demo.yaml")
+    p_run.add_argument("--stages", nargs="+", choices=STAGE_NAMES, help="only these stages")
+    p_run.add_argument("--force", action="store_true", help="rerun even if up to date")
+    p_check = sub.add_parser("check", help="validate a params profile and print it")
+    p_check.add_argument("params")
+    p_rep = sub.add_parser("report", help="(re)build runs/<profile>/report/ from saved results")
+    p_rep.add_argument("params")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    from mmrepr.config import ParamsError, load_params
+    from mmrepr.runner import StageFailed
+
+    try:
+        if args.command == "run":
+            from mmrepr.runner import run
+
+            run(args.params, stages=args.stages, force=args.force)
+        elif args.command == "check":
+            p = load_params(args.params)
+            print(f"{args.params}: OK (profile {p.profile}, hash {p.hash[:12]}, run dir {p.run_dir})")
+        elif args.command == "report":
+            from mmrepr.analysis.report import build_report
+
+            p = load_params(args.params)
+            print(build_report(p))
+    except (ParamsError, StageFailed) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Full-ranking evaluation (batched, exact, per-user values kept)."""

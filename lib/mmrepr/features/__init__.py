@@ -1,0 +1,1 @@
+"""Stage 2: feature extraction (ResNet50, ViT, Sentence-BERT, CLIP) and noise controls."""

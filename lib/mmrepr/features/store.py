@@ -1,0 +1,110 @@
+"""Feature sets on disk: the contract between stages 2/3 and stage 4.
+
+A feature set is a folder ``runs/<profile>/features/<name>/`` holding one float32 matrix
+per modality role (``visual.npy``, ``textual.npy``, ``attributes.npy`` …), all in the
+order of ``items.txt`` (one item id a line), and ``meta.json`` describing how they were
+made. ``meta.json`` is written last, so a folder without it is incomplete.
+
+Roles: ``visual`` and ``textual`` go to a multimodal model's two branches; an LVLM
+embedding is the single ``visual`` matrix; ``attributes`` (one-hot keywords) feed
+Attribute Item-kNN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmrepr.io import read_json, save_npy, write_json
+
+ROLES = ("visual", "textual", "attributes")
+
+
+class FeatureSetError(ValueError):
+    pass
+
+
+@dataclass
+class FeatureSet:
+    name: str
+    item_ids: list[str]
+    matrices: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.item_ids)
+        if len(set(self.item_ids)) != n:
+            raise FeatureSetError(f"feature set {self.name!r}: duplicated item ids")
+        if not self.matrices:
+            raise FeatureSetError(f"feature set {self.name!r}: no matrices")
+        for role, m in self.matrices.items():
+            if role not in ROLES:
+                raise FeatureSetError(f"feature set {self.name!r}: unknown role {role!r}; allowed {ROLES}")
+            if m.ndim != 2 or m.shape[0] != n:
+                raise FeatureSetError(
+                    f"feature set {self.name!r}, role {role!r}: shape {m.shape} does not match {n} item ids"
+                )
+            if not np.isfinite(m).all():
+                bad = int((~np.isfinite(m)).any(axis=1).sum())
+                raise FeatureSetError(f"feature set {self.name!r}, role {role!r}: {bad} rows with NaN/inf")
+
+    @property
+    def random_weights(self) -> bool:
+        return bool(self.meta.get("random_weights", False))
+
+    def aligned(self, item_ids: list[str]) -> "FeatureSet":
+        """The same set with rows reordered to ``item_ids``; every id must be present."""
+        index = {iid: i for i, iid in enumerate(self.item_ids)}
+        missing = [iid for iid in item_ids if iid not in index]
+        if missing:
+            raise FeatureSetError(
+                f"feature set {self.name!r}: {len(missing)} of {len(item_ids)} items have no row "
+                f"(first: {missing[:3]})"
+            )
+        rows = np.fromiter((index[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
+        return FeatureSet(self.name, list(item_ids), {r: m[rows] for r, m in self.matrices.items()}, self.meta)
+
+
+def features_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "features"
+
+
+def save_feature_set(run_dir: Path, fs: FeatureSet) -> Path:
+    out = features_dir(run_dir) / fs.name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "meta.json").unlink(missing_ok=True)  # mark incomplete while rewriting
+    for role, m in fs.matrices.items():
+        save_npy(out / f"{role}.npy", np.ascontiguousarray(m, dtype=np.float32))
+    from mmrepr.io import atomic_open
+
+    with atomic_open(out / "items.txt", "w", encoding="utf-8") as fh:
+        fh.write("\n".join(fs.item_ids) + "\n")
+    meta = dict(fs.meta)
+    meta.update(
+        name=fs.name,
+        n_items=len(fs.item_ids),
+        roles={r: {"file": f"{r}.npy", "dim": int(m.shape[1])} for r, m in fs.matrices.items()},
+    )
+    write_json(out / "meta.json", meta)
+    return out
+
+
+def list_feature_sets(run_dir: Path) -> list[str]:
+    root = features_dir(run_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "meta.json").is_file())
+
+
+def load_feature_set(run_dir: Path, name: str) -> FeatureSet:
+    folder = features_dir(run_dir) / name
+    if not (folder / "meta.json").is_file():
+        known = ", ".join(list_feature_sets(run_dir)) or "(none)"
+        raise FeatureSetError(f"feature set {name!r} not found (or incomplete) in {folder.parent}; known: {known}")
+    meta = read_json(folder / "meta.json")
+    item_ids = (folder / "items.txt").read_text(encoding="utf-8").splitlines()
+    matrices = {role: np.load(folder / spec["file"], allow_pickle=False) for role, spec in meta["roles"].items()}
+    return FeatureSet(name, item_ids, matrices, meta)

@@ -1,0 +1,1 @@
+"""Stage 3: LVLM embeddings, decoded descriptions and the keyword pipeline."""

@@ -1,0 +1,35 @@
+"""Params of stage 4 (``train:`` in a profile)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Grid(Strict):
+    lr: list[float] = [0.0001, 0.0005, 0.001, 0.005, 0.01]
+    factors: list[int] = [64, 128, 256]
+    reg: list[float] = [0.01, 0.1]
+
+
+class TrainParams(Strict):
+    multimodal_models: list[str] = Field(default_factory=lambda: ["VBPR", "LATTICE", "FREEDOM", "BM3"])
+    baselines: list[str] = Field(
+        default_factory=lambda: ["Random", "MostPop", "ItemKNN", "AttributeItemKNN", "BPR", "LightGCN"]
+    )
+    # Feature sets (by name, from stages 2 and 3) each multimodal model is trained on.
+    feature_sets: list[str] = Field(default_factory=list)
+    grid: Grid = Grid()
+    max_grid_points: int | None = Field(None, ge=1)  # subsample the grid (seeded) for small budgets
+    epochs: int = Field(200, ge=1)
+    eval_every: int = Field(10, ge=1)
+    early_stop_patience: int | None = Field(None, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    baseline_trials: int = Field(30, ge=1)
+    seeds: list[int] = Field(default_factory=lambda: [123])
+    rating_threshold: float = 4.0
+    cutoffs: list[int] = Field(default_factory=lambda: [20])
+    selection_metric: str = "Recall@20"
