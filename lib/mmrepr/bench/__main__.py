@@ -1,0 +1,27 @@
+"""``python -m mmrepr.bench {extract,lvlm,eval} ...`` — each prints numbers and writes JSON."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "extract": ("mmrepr.bench.extract", "batched feature extraction vs one item at a time"),
+    "lvlm": ("mmrepr.bench.lvlm", "batched LVLM generation vs one item at a time"),
+    "eval": ("mmrepr.bench.evaluate", "the fast evaluator vs Cornac's ranking evaluation"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
+        print("usage: python -m mmrepr.bench {" + ",".join(COMMANDS) + "} [options]\n")
+        for name, (_, what) in COMMANDS.items():
+            print(f"  {name:8s} {what}")
+        return 0 if argv and argv[0] in {"-h", "--help"} else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
