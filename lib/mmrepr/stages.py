@@ -33,7 +33,7 @@ STAGES: tuple[Stage, ...] = (
         "04_train.ipynb",
         ("seed", "train"),
         ("data", "features", "lvlm"),
-        ("models", "evaluation"),
+        ("models", "evaluation", "training"),
         ("train",),
     ),
     Stage("analysis", "05_analysis.ipynb", ("seed", "analysis"), ("train",), ("analysis",), ("analysis",)),

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmrepr.features.params import ControlSpec
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -45,3 +47,5 @@ class LvlmParams(Strict):
     batch_size: int = Field(8, ge=1)
     chunk_size: int = Field(64, ge=1)
     keywords: KeywordParams = KeywordParams()
+    # Noise/shuffled controls whose reference is a feature set made in this stage.
+    controls: list[ControlSpec] = Field(default_factory=list)

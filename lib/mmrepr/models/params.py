@@ -22,6 +22,8 @@ class TrainParams(Strict):
     )
     # Feature sets (by name, from stages 2 and 3) each multimodal model is trained on.
     feature_sets: list[str] = Field(default_factory=list)
+    # One-hot attribute sets (LVLM keywords) for Attribute Item-kNN.
+    attribute_feature_sets: list[str] = Field(default_factory=list)
     grid: Grid = Grid()
     max_grid_points: int | None = Field(None, ge=1)  # subsample the grid (seeded) for small budgets
     epochs: int = Field(200, ge=1)
