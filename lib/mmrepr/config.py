@@ -47,6 +47,8 @@ class Params(BaseModel):
             raise ValueError("data.synthetic is required when data.source is 'synthetic'")
         if self.data.source == "amazon2023" and not self.data.category:
             raise ValueError("data.category is required when data.source is 'amazon2023'")
+        if self.data.source == "allrecipes" and self.data.k_core > 0:
+            raise ValueError("data.k_core must be 0 for allrecipes: the authors' split is used as released")
         return self
 
     # ---- derived locations -------------------------------------------------------
