@@ -1,0 +1,155 @@
+"""Batched scoring and epoch-wise training for any Cornac ``Recommender``.
+
+Our own models (``mmrepr.models.*``) provide ``score_users`` and call ``epoch_callback``
+after every epoch, with ``get_state``/``set_state`` for the best-epoch snapshot.
+Cornac's own models do not, so:
+
+- **Scoring**: BPR, VBPR and MostPop are scored for a block of users with one matrix
+  product from their learned parameters (the same formula as their ``score``); any other
+  model falls back to stacking ``model.score(u)`` per user.
+- **Epochs**: BPR and VBPR are trained in ``eval_every``-epoch increments with warm start
+  (Cornac keeps the learned arrays on the object and ``fit`` only initialises the ones that
+  are None). For BPR this is the same SGD as one long run (it has no optimiser state;
+  only its sampler is reseeded from the model's own seeded RNG at each increment). VBPR's
+  Adam moments restart at each increment: a documented deviation, small at
+  ``eval_every`` = 10. The snapshot is a copy of the learned arrays.
+- Models without epochs (MostPop, ItemKNN, ...) are fitted once and evaluated at epoch 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+# Learned arrays that make up a Cornac model's state, by class name.
+CORNAC_STATE = {
+    "BPR": ("u_factors", "i_factors", "i_biases"),
+    "VBPR": ("beta_item", "gamma_user", "gamma_item", "theta_user", "emb_matrix", "beta_prime",
+             "theta_item", "visual_bias"),
+}
+# The attribute that sets how many epochs one ``fit`` call runs.
+CORNAC_EPOCH_ATTR = {"BPR": "max_iter", "VBPR": "n_epochs"}
+
+
+def _cls(model) -> str:
+    return type(model).__name__
+
+
+def score_users(model, users: np.ndarray) -> np.ndarray:
+    """Scores of all known items for each user in ``users``: shape (len(users), n_items)."""
+    users = np.asarray(users, dtype=np.int64)
+    own = getattr(model, "score_users", None)
+    if callable(own):
+        return np.asarray(own(users))
+    name = _cls(model)
+    if name == "BPR" and getattr(model, "u_factors", None) is not None:
+        return model.i_biases[None, :] + model.u_factors[users] @ model.i_factors.T
+    if name == "VBPR" and getattr(model, "gamma_user", None) is not None:
+        base = (model.beta_item + model.visual_bias)[None, :]
+        return base + model.gamma_user[users] @ model.gamma_item.T + model.theta_user[users] @ model.theta_item.T
+    if name == "MostPop":
+        return np.broadcast_to(model.item_pop, (len(users), len(model.item_pop)))
+    return np.stack([np.asarray(model.score(int(u))) for u in users])
+
+
+def is_epochwise(model) -> bool:
+    return hasattr(model, "epoch_callback") or _cls(model) in CORNAC_EPOCH_ATTR
+
+
+def get_state(model):
+    if hasattr(model, "get_state"):
+        return copy.deepcopy(model.get_state())
+    attrs = CORNAC_STATE.get(_cls(model))
+    if attrs is None:
+        return None
+    return {a: np.array(getattr(model, a), copy=True) for a in attrs}
+
+
+def set_state(model, state) -> None:
+    if state is None:
+        return
+    if hasattr(model, "set_state"):
+        model.set_state(state)
+        return
+    for a, v in state.items():
+        setattr(model, a, v)
+
+
+@dataclass
+class EpochLog:
+    """What epoch-wise training recorded."""
+
+    evaluations: list[tuple[int, dict]] = field(default_factory=list)  # (epoch, eval output)
+    best_epoch: int = 0
+    best_value: float = -np.inf
+    stopped_early: bool = False
+
+
+def train_epochwise(
+    model,
+    train_set,
+    val_set,
+    evaluate: Callable[[object], tuple[float, object]],
+    n_epochs: int,
+    eval_every: int,
+    patience: int | None = None,
+) -> EpochLog:
+    """Fit ``model``, evaluating every ``eval_every`` epochs; leave it at its best epoch.
+
+    ``evaluate(model) -> (selection value, anything)``; the value decides the best epoch
+    (higher is better, first best kept). ``patience``: stop after that many evaluations
+    without improvement. Models without epochs are fitted once and evaluated at epoch 0.
+    """
+    log = EpochLog()
+    state = {"best": None, "since": 0}
+
+    def record(epoch: int) -> bool:
+        value, payload = evaluate(model)
+        log.evaluations.append((epoch, payload))
+        if value > log.best_value:
+            log.best_value, log.best_epoch = value, epoch
+            state["best"], state["since"] = get_state(model), 0
+        else:
+            state["since"] += 1
+        if patience is not None and state["since"] >= patience:
+            log.stopped_early = True
+            return True
+        return False
+
+    quiet = contextlib.redirect_stdout(io.StringIO())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Model is already fitted")
+        if hasattr(model, "epoch_callback"):
+            def callback(m, epoch: int) -> bool:
+                if epoch % eval_every == 0 or epoch == n_epochs:
+                    return record(epoch)
+                return False
+
+            model.n_epochs = n_epochs
+            model.epoch_callback = callback
+            model.fit(train_set, val_set)
+            model.epoch_callback = None
+        elif _cls(model) in CORNAC_EPOCH_ATTR:
+            attr = CORNAC_EPOCH_ATTR[_cls(model)]
+            done = 0
+            while done < n_epochs:
+                step = min(eval_every, n_epochs - done)
+                setattr(model, attr, step)
+                with quiet:
+                    model.fit(train_set, val_set)
+                done += step
+                if record(done):
+                    break
+        else:
+            with quiet:
+                model.fit(train_set, val_set)
+            record(0)
+    if state["best"] is not None and log.evaluations and log.evaluations[-1][0] != log.best_epoch:
+        set_state(model, state["best"])
+    return log
