@@ -1,0 +1,220 @@
+"""Read what stage 4 (and stages 2/3) left on disk, defensively.
+
+Inputs (the contract with stage 4), under ``runs/<profile>/``:
+
+* ``train/best.parquet`` — tidy ``dataset, model, feature_set, config_id, params, seed,
+  split, epoch, metric, k, value``: the selected configuration per
+  dataset/model/feature_set/seed (``feature_set`` is "" for pure baselines).
+* ``train/per_user/<model>__<feature_set or none>__seed<seed>.parquet`` — ``user, metric,
+  k, value`` on the test split for that best configuration.
+* ``features/<set>/meta.json`` — ``kind`` (real | noise_gaussian | noise_mvn | shuffled),
+  ``reference``, ``random_weights``, ``source``.
+
+Anything missing or malformed is counted in :attr:`Inputs.problems` (shown in the report),
+never dropped silently; a missing ``best.parquet`` is an error naming the file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mmrepr.io import read_json
+
+MULTIMODAL_MODELS = ("VBPR", "LATTICE", "FREEDOM", "BM3")
+CONTROL_KINDS = ("noise_gaussian", "noise_mvn", "shuffled")
+TIDY_COLUMNS = ("dataset", "model", "feature_set", "seed", "split", "metric", "k", "value")
+PER_USER_COLUMNS = ("user", "metric", "k", "value")
+KEYS = ["dataset", "model", "feature_set"]
+
+
+class AnalysisInputError(ValueError):
+    """Stage-4 output that is missing or does not follow the contract."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    metric: str
+    k: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.metric}@{self.k}"
+
+
+def parse_metric(label: str) -> MetricSpec:
+    m = re.fullmatch(r"\s*([A-Za-z_]+)@(\d+)\s*", label)
+    if not m:
+        raise AnalysisInputError(f"analysis.metrics: {label!r} is not of the form Name@k (e.g. Recall@20)")
+    return MetricSpec(m.group(1), int(m.group(2)))
+
+
+@dataclass
+class Inputs:
+    run_dir: Path
+    best: pd.DataFrame  # test split rows of best.parquet
+    per_user: pd.DataFrame  # dataset, model, feature_set, seed, user, metric, k, value
+    feature_meta: dict[str, dict[str, Any]]
+    multimodal_models: tuple[str, ...] = MULTIMODAL_MODELS
+    problems: list[str] = field(default_factory=list)
+
+    def kind(self, feature_set: str) -> str:
+        return feature_kind(feature_set, self.feature_meta.get(feature_set))
+
+    def reference(self, feature_set: str) -> str | None:
+        meta = self.feature_meta.get(feature_set) or {}
+        ref = meta.get("reference")
+        if ref:
+            return str(ref)
+        kind = self.kind(feature_set)
+        if kind in CONTROL_KINDS and feature_set.startswith(kind + "_"):
+            return feature_set[len(kind) + 1 :]
+        return None
+
+    def is_multimodal(self, model: str) -> bool:
+        return model in self.multimodal_models
+
+
+def feature_kind(feature_set: str, meta: dict[str, Any] | None) -> str:
+    """``none`` for pure baselines, else meta.json's ``kind``, else guessed from the name."""
+    if not feature_set:
+        return "none"
+    if meta and meta.get("kind"):
+        return str(meta["kind"])
+    for kind in CONTROL_KINDS:
+        if feature_set.startswith(kind + "_"):
+            return kind
+    return "real"
+
+
+def per_user_filename(model: str, feature_set: str, seed: int) -> str:
+    return f"{model}__{feature_set or 'none'}__seed{int(seed)}.parquet"
+
+
+def _check_columns(df: pd.DataFrame, needed: tuple[str, ...], path: Path) -> None:
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise AnalysisInputError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
+
+
+def load_feature_meta(run_dir: Path, names: list[str], problems: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if not name:
+            continue
+        path = Path(run_dir) / "features" / name / "meta.json"
+        if not path.is_file():
+            problems.append(f"{path}: no meta.json; kind guessed from the name ({feature_kind(name, None)})")
+            continue
+        try:
+            out[name] = read_json(path)
+        except ValueError as exc:
+            problems.append(f"{path}: unreadable ({exc}); kind guessed from the name")
+    return out
+
+
+def load_inputs(run_dir: Path, multimodal_models: tuple[str, ...] | list[str] = MULTIMODAL_MODELS) -> Inputs:
+    run_dir = Path(run_dir)
+    best_path = run_dir / "train" / "best.parquet"
+    if not best_path.is_file():
+        raise AnalysisInputError(f"{best_path}: not found; run the train stage first")
+    best = pd.read_parquet(best_path)
+    _check_columns(best, TIDY_COLUMNS, best_path)
+    problems: list[str] = []
+    best = best.assign(feature_set=best["feature_set"].fillna("").astype(str))
+    bad = best["value"].isna()
+    if bad.any():
+        problems.append(f"{best_path}: {int(bad.sum())} rows with a missing value (not used)")
+        best = best[~bad]
+    best = best[best["split"] == "test"].copy()
+    if best.empty:
+        raise AnalysisInputError(f"{best_path}: no rows with split == 'test'")
+    best["k"] = best["k"].astype(int)
+    best["seed"] = best["seed"].astype(int)
+
+    frames = []
+    combos = best[["dataset", "model", "feature_set", "seed"]].drop_duplicates()
+    per_user_dir = run_dir / "train" / "per_user"
+    for row in combos.itertuples(index=False):
+        path = per_user_dir / per_user_filename(row.model, row.feature_set, row.seed)
+        if not path.is_file():
+            problems.append(f"{path}: per-user results missing; no significance test for this cell")
+            continue
+        df = pd.read_parquet(path)
+        _check_columns(df, PER_USER_COLUMNS, path)
+        nan = df["value"].isna()
+        if nan.any():
+            problems.append(f"{path}: {int(nan.sum())} per-user values missing (not used)")
+            df = df[~nan]
+        dup = df.duplicated(["user", "metric", "k"])
+        if dup.any():
+            raise AnalysisInputError(f"{path}: {int(dup.sum())} duplicated (user, metric, k) rows")
+        frames.append(
+            df.assign(dataset=row.dataset, model=row.model, feature_set=row.feature_set, seed=int(row.seed))[
+                ["dataset", "model", "feature_set", "seed", "user", "metric", "k", "value"]
+            ]
+        )
+    per_user = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["dataset", "model", "feature_set", "seed", "user", "metric", "k", "value"])
+    )
+    per_user["user"] = per_user["user"].astype(str)  # pair users by id whatever the dtype
+    per_user["k"] = per_user["k"].astype(int)
+    meta = load_feature_meta(run_dir, sorted(set(best["feature_set"])), problems)
+    return Inputs(run_dir, best, per_user, meta, tuple(multimodal_models), problems)
+
+
+def load_truth(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / "data" / "ground_truth" / "truth.json"
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path)
+    except ValueError:
+        return None
+
+
+WEIGHT_KEYS = ("image_weight", "text_weight", "shared_weight", "collab_weight")
+
+
+def planted_weights(truth: dict[str, Any] | None, fallback: dict[str, Any] | None = None) -> dict[str, float] | None:
+    """The synthetic catalogue's modality weights, wherever truth.json keeps them."""
+
+    def find(d: Any) -> dict[str, float] | None:
+        if not isinstance(d, dict):
+            return None
+        if all(k in d for k in WEIGHT_KEYS[:3]):
+            return {k: float(d.get(k, 0.0)) for k in WEIGHT_KEYS}
+        short = {k.replace("_weight", ""): k for k in WEIGHT_KEYS}
+        if all(s in d for s in ("image", "text", "shared")) and all(
+            isinstance(d[s], (int, float)) for s in ("image", "text", "shared")
+        ):
+            return {full: float(d.get(s, 0.0)) for s, full in short.items()}
+        for v in d.values():
+            got = find(v)
+            if got:
+                return got
+        return None
+
+    return find(truth) or find(fallback)
+
+
+def load_lvlm_tables(run_dir: Path, problems: list[str]) -> dict[str, pd.DataFrame]:
+    """Every CSV under ``lvlm/`` (stage-3 quality tables), by file stem; unreadable ones counted."""
+    out: dict[str, pd.DataFrame] = {}
+    root = Path(run_dir) / "lvlm"
+    if not root.is_dir():
+        return out
+    for path in sorted(root.rglob("*.csv")):
+        if path.stat().st_size > 20_000_000:  # answers dumps, not quality tables
+            continue
+        try:
+            out[str(path.relative_to(root).with_suffix(""))] = pd.read_csv(path)
+        except Exception as exc:  # noqa: BLE001 - a table we cannot read is reported, not fatal
+            problems.append(f"{path}: unreadable ({type(exc).__name__}: {exc})")
+    return out

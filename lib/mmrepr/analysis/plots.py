@@ -1,0 +1,236 @@
+"""Figures (seaborn), each saved as PNG and SVG under ``runs/<profile>/analysis/figures/``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)  # headless by default; notebooks display the saved PNGs
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from mmrepr.analysis.load import Inputs  # noqa: E402
+from mmrepr.io import atomic_path  # noqa: E402
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    paths = {}
+    for fmt in ("png", "svg"):
+        path = out_dir / f"{_safe(name)}.{fmt}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight")
+        paths[fmt] = path
+    plt.close(fig)
+    return paths
+
+
+def stars(p: float) -> str:
+    if p is None or np.isnan(p):
+        return ""
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "n.s."
+
+
+def grouped_bars(intervals: pd.DataFrame, out_dir: Path, dataset: str, metrics: list[str]) -> dict[str, Path] | None:
+    """Mean test metric per model (x) and feature set (hue), 95% bootstrap CI whiskers."""
+    d = intervals[(intervals["dataset"] == dataset) & intervals["metric"].isin(metrics)].copy()
+    if d.empty:
+        return None
+    d["feature_set"] = d["feature_set"].replace("", "(none)")
+    models = list(dict.fromkeys(d.sort_values(["feature_set", "model"])["model"]))
+    hues = sorted(d["feature_set"].unique(), key=lambda s: (s != "(none)", s))
+    palette = dict(zip(hues, sns.color_palette("tab20", len(hues))))
+    fig, axes = plt.subplots(
+        len(metrics), 1, figsize=(max(7, 0.9 * len(models) + 3), 3.2 * len(metrics)), squeeze=False,
+        layout="constrained",
+    )
+    width = 0.8
+    for ax, metric in zip(axes[:, 0], metrics):
+        dm = d[d["metric"] == metric]
+        for mi, model in enumerate(models):
+            cells = dm[dm["model"] == model].set_index("feature_set")
+            present = [h for h in hues if h in cells.index]
+            if not present:
+                continue
+            w = width / len(present)
+            for hi, h in enumerate(present):
+                r = cells.loc[h]
+                x = mi - width / 2 + w * (hi + 0.5)
+                ax.bar(x, r["mean"], width=w * 0.95, color=palette[h], label=h)
+                if np.isfinite(r["ci_low"]):
+                    ax.errorbar(x, r["mean"], yerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]],
+                                fmt="none", ecolor="black", capsize=2, lw=0.8)
+        ax.set_xticks(range(len(models)), models, rotation=20)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{dataset}: test {metric} (mean over users, 95% bootstrap CI)", fontsize=10)
+    handles = {h.get_label(): h for ax in axes[:, 0] for h in ax.get_legend_handles_labels()[0]}
+    axes[0, 0].legend(handles.values(), handles.keys(), fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left",
+                      title="feature set")
+    sns.despine(fig)
+    return save_figure(fig, out_dir, f"bars_{dataset}")
+
+
+def content_use(tests: pd.DataFrame, out_dir: Path, dataset: str, metric: str) -> dict[str, Path] | None:
+    """Real minus control per model, bootstrap CI, corrected-significance stars."""
+    t = tests[(tests["dataset"] == dataset) & (tests["metric"] == metric) & (tests["family"] == "content")]
+    if t.empty:
+        return None
+    t = t.sort_values(["a_model", "b_fs"]).reset_index(drop=True)
+    labels = [f"{r.a_model}: {r.a_fs} − {r.b_fs}" for r in t.itertuples()]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(t) + 1.5))
+    colors = sns.color_palette("deep")  # [2] green, [3] red
+    y = np.arange(len(t))
+    col = [colors[2] if (s and d > 0) else colors[3] if (s and d < 0) else "grey"
+           for s, d in zip(t["significant"], t["diff"])]
+    ax.barh(y, t["diff"], color=col, alpha=0.8)
+    err = np.vstack([(t["diff"] - t["ci_low"]).clip(lower=0), (t["ci_high"] - t["diff"]).clip(lower=0)])
+    ok = np.isfinite(err).all(axis=0)
+    ax.errorbar(t["diff"][ok], y[ok], xerr=err[:, ok], fmt="none", ecolor="black", capsize=2, lw=0.8)
+    span = max(float(np.nanmax(np.abs(t[["ci_low", "ci_high", "diff"]].to_numpy()))), 1e-9)
+    for yi, r in zip(y, t.itertuples()):
+        ax.text(span * 1.08, yi, f"{stars(r.p_wilcoxon_adj)} (n={r.n})", va="center", fontsize=8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlim(-span * 1.1, span * 1.6)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    corr = str(t["correction"].iloc[0])
+    ax.set_xlabel(f"Δ test {metric}: real minus control (95% bootstrap CI)")
+    ax.set_title(f"{dataset}: does the model use content? (Wilcoxon, {corr}-adjusted; green = real significantly better)",
+                 fontsize=9)
+    sns.despine(fig)
+    return save_figure(fig, out_dir, f"content_use_{dataset}")
+
+
+def lvlm_quality(quality: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, metric: str) -> dict[str, Path] | None:
+    """Description quality of each LVLM (x) against Attribute Item-kNN accuracy on its keywords (y).
+
+    ``quality`` has ``lvlm`` and one numeric quality column ``quality`` (see
+    :func:`find_quality_table`). Keyword sets are matched to LVLMs by name prefix.
+    """
+    knn = summary[(summary["model"] == "AttributeItemKNN") & summary[metric].notna()]
+    rows = []
+    for q in quality.itertuples():
+        match = knn[knn["feature_set"].str.startswith(str(q.lvlm))]
+        for _, r in match.iterrows():
+            rows.append({"lvlm": q.lvlm, "quality": q.quality, "accuracy": r[metric], "dataset": r["dataset"]})
+    if not rows:
+        return None
+    d = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    sns.scatterplot(data=d, x="quality", y="accuracy", hue="lvlm", style="dataset", s=70, ax=ax)
+    for r in d.itertuples():
+        ax.annotate(r.lvlm, (r.quality, r.accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(f"description quality ({quality.attrs.get('quality_name', 'quality')})")
+    ax.set_ylabel(f"Attribute Item-kNN test {metric}")
+    ax.set_title("LVLMs: description quality vs accuracy of their keywords", fontsize=10)
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    sns.despine(fig)
+    return save_figure(fig, out_dir, "lvlm_quality_vs_accuracy")
+
+
+def find_quality_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
+    """Pick a per-LVLM quality table from stage 3's CSVs, whatever its exact column names.
+
+    Looks for a name column (lvlm/model/name) and a rate-like numeric column (compliance,
+    parsed, coverage, rate, fraction); returns ``lvlm, quality`` or None.
+    """
+    name_cols = ("lvlm", "model", "name", "answers", "source")
+    score_words = ("compliance", "compliant", "format", "parsed", "coverage", "rate", "fraction", "share")
+    for _, df in sorted(tables.items()):
+        ncol = next((c for c in df.columns if str(c).lower() in name_cols), None)
+        if ncol is None or df[ncol].duplicated().any():
+            continue
+        num = [c for c in df.columns if c != ncol and pd.api.types.is_numeric_dtype(df[c])]
+        scol = next((c for w in score_words for c in num if w in str(c).lower()), None)
+        if scol is None:
+            continue
+        out = pd.DataFrame({"lvlm": df[ncol].astype(str), "quality": df[scol].astype(float)})
+        out.attrs["quality_name"] = str(scol)
+        return out
+    return None
+
+
+def keyword_distributions(inp: Inputs, out_dir: Path) -> dict[str, Path] | None:
+    """Per attribute (keyword) set: share of items carrying each one-hot column, by rank."""
+    rows = []
+    for fs in sorted(set(inp.best["feature_set"])):
+        path = inp.run_dir / "features" / fs / "attributes.npy"
+        if not fs or not path.is_file():
+            continue
+        x = np.load(path, allow_pickle=False)
+        if x.ndim != 2 or x.shape[0] == 0:
+            continue
+        share = np.sort((x > 0).mean(axis=0))[::-1]
+        per_item = (x > 0).sum(axis=1)
+        rows.append((fs, share, per_item))
+    if not rows:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for fs, share, per_item in rows:
+        ax1.plot(np.arange(1, len(share) + 1), share, marker=".", lw=1, label=fs)
+        sns.histplot(per_item, discrete=True, element="step", fill=False, ax=ax2, label=fs)
+    ax1.set_yscale("log")
+    ax1.set_xlabel("keyword column, by rank")
+    ax1.set_ylabel("share of items carrying it")
+    ax1.set_title("keyword frequency (rank plot)", fontsize=10)
+    ax2.set_xlabel("active keyword columns per item")
+    ax2.set_title("keywords per item", fontsize=10)
+    ax1.legend(fontsize=7)
+    sns.despine(fig)
+    return save_figure(fig, out_dir, "keyword_distributions")
+
+
+def planted_vs_measured(weights: dict[str, float], tests: pd.DataFrame, inp: Inputs, out_dir: Path, metric: str,
+                        dataset: str) -> dict[str, Path] | None:
+    """Synthetic catalogue: the planted content signal a feature set can see vs its measured gain over noise.
+
+    The planted share of a feature set = (weights of the modalities its roles carry + the
+    shared weight) / all weights incl. collaborative; visual ↔ image, textual ↔ text.
+    """
+    t = tests[(tests["dataset"] == dataset) & (tests["metric"] == metric) & (tests["family"] == "content")]
+    if t.empty:
+        return None
+    total = sum(weights.values()) or 1.0
+
+    def share(fs: str) -> float:
+        roles = set(((inp.feature_meta.get(fs) or {}).get("roles") or {"visual": 1}).keys())
+        w = weights.get("shared_weight", 0.0) if roles & {"visual", "textual"} else 0.0
+        w += weights.get("image_weight", 0.0) if "visual" in roles else 0.0
+        w += weights.get("text_weight", 0.0) if "textual" in roles else 0.0
+        return w / total
+
+    d = t.assign(planted=t["a_fs"].map(share), gain=t["diff"])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]})
+    wdf = pd.DataFrame({"component": [k.replace("_weight", "") for k in weights], "weight": list(weights.values())})
+    sns.barplot(data=wdf, x="component", y="weight", ax=ax1, color="steelblue")
+    ax1.set_title("planted utility weights (ground truth)", fontsize=10)
+    sns.scatterplot(data=d, x="planted", y="gain", hue="a_model", style="b_fs", s=70, ax=ax2)
+    ax2.errorbar(d["planted"], d["gain"], yerr=np.vstack([(d["gain"] - d["ci_low"]).clip(lower=0),
+                                                           (d["ci_high"] - d["gain"]).clip(lower=0)]),
+                 fmt="none", ecolor="grey", lw=0.8)
+    ax2.axhline(0, color="black", lw=0.8)
+    ax2.set_xlabel("planted content share visible to the feature set")
+    ax2.set_ylabel(f"measured gain: real − control, test {metric}")
+    ax2.set_title("planted signal vs measured gain", fontsize=10)
+    ax2.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    sns.despine(fig)
+    return save_figure(fig, out_dir, f"planted_vs_measured_{dataset}")
+
+
+def figure_list(out_dir: Path) -> list[Path]:
+    return sorted(Path(out_dir).glob("*.png"))
+
+
+__all__: list[Any] = [
+    "grouped_bars", "content_use", "lvlm_quality", "find_quality_table", "keyword_distributions",
+    "planted_vs_measured", "save_figure",
+]
