@@ -27,6 +27,13 @@ class SyntheticParams(Strict):
     collab_weight: float = Field(0.5, ge=0)
     temperature: float = Field(0.3, gt=0)
     popularity_skew: float = Field(0.5, ge=0)
+    # Share of items published without a description, and (drawn separately) without an
+    # image, so the "drop items without image or description" step has something to count.
+    missing_fraction: float = Field(0.02, ge=0, le=0.5)
+    # Size of the free collaborative factors (in no content).
+    collab_dim: int = Field(8, ge=1, le=256)
+    # Fewest interactions a user makes (capped at n_items - 1), so a small k-core keeps most users.
+    min_interactions: int = Field(5, ge=1)
 
 
 class DataParams(Strict):
