@@ -76,7 +76,7 @@ _GEMMA3_TEMPLATE = (
     "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
     "<start_of_turn>{{ role }}\n"
     "{% for item in message['content'] %}{% if item['type'] == 'image' %}{{ '<start_of_image>' }}"
-    "{% elif item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}{% endfor %}<end_of_turn>\n{% endfor %}"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}<end_of_turn>\n{% endfor %}"
     "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
 )
 
@@ -132,20 +132,42 @@ def _qwen_image_processor(patch: int, mean=None, std=None):
     )
 
 
-def _tiny_qwen2_vl(tok, h: int, layers: int):
+# Architecture sizes of the released Qwen2-VL checkpoints (their config.json), so speed can
+# be measured with random weights of the real shape. The vocabulary stays the small local
+# one: the LM head is ~7% of a 7B model's per-token FLOPs, so timings are slightly optimistic.
+QWEN2_VL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "2b": {"text": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                        num_key_value_heads=2, max_position_embeddings=32768),
+           "vision": dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4)},
+    "7b": {"text": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                        num_key_value_heads=4, max_position_embeddings=32768),
+           "vision": dict(depth=32, embed_dim=1280, hidden_size=3584, num_heads=16, mlp_ratio=4)},
+}
+
+
+def _tiny_qwen2_vl(tok, h: int, layers: int, preset: str | None = None):
     from transformers import Qwen2VLConfig
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     ids = {t: tok.convert_tokens_to_ids(t) for t in _QWEN_TOKENS["special"]}
     text = _text_common(tok, h, layers) | {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
                                                                 "mrope_section": _mrope_section(h)}}
+    vision = dict(depth=1, embed_dim=32, hidden_size=h, num_heads=2, mlp_ratio=2, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2)
+    image_processor = _qwen_image_processor(14)
+    if preset is not None:
+        if preset not in QWEN2_VL_PRESETS:
+            raise ValueError(f"unknown qwen2_vl size preset {preset!r}; known: {', '.join(QWEN2_VL_PRESETS)}")
+        text |= QWEN2_VL_PRESETS[preset]["text"]
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}
+        vision |= QWEN2_VL_PRESETS[preset]["vision"]
+        image_processor = Qwen2VLImageProcessorPil()  # the released defaults: native resolution
     cfg = Qwen2VLConfig(
-        text_config=text,
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=h, num_heads=2, mlp_ratio=2, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2),
+        text_config=text, vision_config=vision,
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
-    return cfg, _qwen_image_processor(14), {}
+    return cfg, image_processor, {}
 
 
 def _tiny_qwen2_5_vl(tok, h: int, layers: int):
@@ -416,6 +438,60 @@ def train_tokenizer(family: Family, vocab_size: int = 384, extra_text: str = "")
     return wrapped
 
 
+def make_tiny(
+    family: str,
+    seed: int = 0,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vocab_size: int = 384,
+    extra_text: str = "",
+    preset: str | None = None,
+    dtype=None,
+    device=None,
+):
+    """A tiny random-weight ``(model, processor)`` of ``family`` in memory (see :func:`build_tiny_model`).
+
+    ``preset`` (qwen2_vl only: ``"2b"``/``"7b"``) gives the released architecture sizes
+    instead, still with random weights, for speed measurements.
+    """
+    import torch
+    import transformers
+
+    fam = get_family(family)
+    if fam.tiny is None:
+        raise ValueError(f"family {family!r} has no offline tiny build (it needs trust_remote_code from the Hub)")
+    tok = train_tokenizer(fam, vocab_size=vocab_size, extra_text=extra_text)
+    extra = {"preset": preset} if preset is not None else {}
+    if preset is not None and family != "qwen2_vl":
+        raise ValueError(f"size presets exist for qwen2_vl only, not {family!r}")
+    config, image_processor, proc_kwargs = fam.tiny(tok, hidden_size, num_layers, **extra)
+    torch.manual_seed(seed)
+    cls = getattr(transformers, fam.model_class)
+    if device is not None or dtype is not None:
+        # Build the (possibly billions of) random weights directly where they will run.
+        default_dtype = torch.get_default_dtype()
+        if dtype is not None:
+            torch.set_default_dtype(dtype)
+        try:
+            with torch.device(device or "cpu"):
+                model = cls(config)
+        finally:
+            torch.set_default_dtype(default_dtype)
+    else:
+        model = cls(config)
+    model.eval()
+    stop_ids = [tok.convert_tokens_to_ids(t) for t in fam.stop_tokens]
+    model.generation_config = transformers.GenerationConfig(
+        eos_token_id=stop_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, do_sample=False,
+    )
+    proc_cls = getattr(transformers, fam.processor_class)
+    if fam.has_video_processor and not torchvision_available():
+        proc_cls = no_video_processor_class(fam.processor_class)
+    processor = proc_cls(image_processor=image_processor, tokenizer=tok, chat_template=fam.template, **proc_kwargs)
+    return model, processor
+
+
 def build_tiny_model(
     family: str,
     out_dir: str | Path,
@@ -431,49 +507,35 @@ def build_tiny_model(
 
     Model, tokenizer and processor are saved with ``save_pretrained``; load them with
     :func:`load_model` / :func:`load_processor` (or plain ``from_pretrained``). The folder
-    carries :data:`TINY_MARKER` so outputs made from it are labelled random-weight.
+    carries :data:`TINY_MARKER` so outputs made from it are labelled random-weight. An
+    existing tiny checkpoint is reused unless ``overwrite``.
     """
-    import torch
+    import shutil
+
     import transformers
 
     from mmrepr.io import write_json
 
-    fam = get_family(family)
-    if fam.tiny is None:
-        raise ValueError(f"family {family!r} has no offline tiny build (it needs trust_remote_code from the Hub)")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         if is_tiny_checkpoint(out):
             return out
         raise FileExistsError(f"{out} exists and is not a tiny checkpoint; refusing to overwrite")
-    tok = train_tokenizer(fam, vocab_size=vocab_size, extra_text=extra_text)
-    config, image_processor, proc_kwargs = fam.tiny(tok, hidden_size, num_layers)
-    torch.manual_seed(seed)
-    model = getattr(transformers, fam.model_class)(config).eval()
-    stop_ids = [tok.convert_tokens_to_ids(t) for t in fam.stop_tokens]
-    model.generation_config = transformers.GenerationConfig(
-        eos_token_id=stop_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, do_sample=False,
-    )
-    proc_cls = getattr(transformers, fam.processor_class)
-    if fam.has_video_processor and not torchvision_available():
-        proc_cls = no_video_processor_class(fam.processor_class)
-    processor = proc_cls(image_processor=image_processor, tokenizer=tok, chat_template=fam.template, **proc_kwargs)
-
+    model, processor = make_tiny(family, seed, hidden_size=hidden_size, num_layers=num_layers,
+                                 vocab_size=vocab_size, extra_text=extra_text)
     tmp = out.with_name(out.name + ".partial")
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    _fix_processor_class(tmp, fam)
+    _fix_processor_class(tmp, get_family(family))
     write_json(tmp / TINY_MARKER, {
         "family": family, "seed": seed, "random_weights": True, "hidden_size": hidden_size,
-        "num_layers": num_layers, "vocab_size": len(tok), "transformers": transformers.__version__,
+        "num_layers": num_layers, "vocab_size": len(processor.tokenizer), "transformers": transformers.__version__,
     })
     if out.exists():
         shutil.rmtree(out)
-    tmp.rename(out)  # whole folder appears at once: a killed build never looks finished
+    tmp.rename(out)  # the whole folder appears at once: a killed build never looks finished
     log.info("built tiny random-weight %s model at %s", family, out)
     return out
 
