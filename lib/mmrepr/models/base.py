@@ -1,0 +1,353 @@
+"""What every mmrepr recommender shares: the Cornac contract, modality access, BPR sampling,
+the epoch loop with ``epoch_callback``, and state snapshots.
+
+Index space: Cornac's ``BaseMethod`` builds the training ``Dataset`` first, so train items
+get the global indices ``0 .. train_set.num_items-1`` (``train_set.iid_map``), and users
+likewise. Every score array here covers exactly those ``train_set.num_items`` items
+(Cornac's ``Recommender.rank`` gives items seen only in validation/test the minimum score).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from cornac.exception import ScoreException
+from cornac.models import Recommender
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+# Cornac attribute names of the modalities and the role they play here.
+VISUAL_ATTR = "item_image"
+TEXTUAL_ATTR = "item_text"
+ATTRIBUTES_ATTR = "item_feature"
+
+
+class ModalityError(ValueError):
+    pass
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def item_modality_matrix(train_set, attr: str, *, dense: bool = True):
+    """Rows of ``train_set.<attr>.features`` aligned to ``train_set``'s item indices.
+
+    Cornac 3.0.1 aligns a ``FeatureModality`` in ``BaseMethod._build_modalities``:
+    ``FeatureModality._swap_feature`` moves the row of raw id ``ids[r]`` to row
+    ``global_iid_map[ids[r]]`` *in place of* whatever was there, leaving ``ids`` updated.
+    An item with no row keeps a stale row silently; so we check ``ids`` row by row and
+    fall back to looking rows up by id (for modalities that were never built). Without
+    ``ids`` the rows are taken to be in train-set index order already.
+
+    Returns None when the modality (or its feature matrix) is absent.
+    """
+    modality = getattr(train_set, attr, None)
+    if modality is None or getattr(modality, "features", None) is None:
+        return None
+    feats = modality.features
+    n = train_set.num_items
+    item_ids = list(train_set.iid_map.keys())  # ordered by index 0..n-1
+    ids = modality.ids
+    if ids is None:
+        if feats.shape[0] < n:
+            raise ModalityError(
+                f"train_set.{attr}.features has {feats.shape[0]} rows but the training set has {n} items "
+                "(and the modality has no ids to align them)"
+            )
+        rows = np.arange(n)
+    else:
+        ids = list(ids)
+        if len(ids) >= n and all(ids[i] == iid for i, iid in enumerate(item_ids)):
+            rows = np.arange(n)
+        else:
+            index: dict[Any, int] = {}
+            dup = []
+            for r, iid in enumerate(ids):
+                if iid in index:
+                    dup.append(iid)
+                index.setdefault(iid, r)
+            missing = [iid for iid in item_ids if iid not in index]
+            if missing:
+                raise ModalityError(
+                    f"train_set.{attr}: {len(missing)} of {n} training items have no feature row "
+                    f"(first: {missing[:3]})"
+                )
+            if dup:
+                raise ModalityError(
+                    f"train_set.{attr}: ids are not aligned with train_set.iid_map and contain duplicates "
+                    f"(first: {dup[:3]}); was the modality built for items it has no rows for?"
+                )
+            rows = np.fromiter((index[iid] for iid in item_ids), dtype=np.int64, count=n)
+    if sp.issparse(feats):
+        out = sp.csr_matrix(feats)[rows].astype(np.float32)
+        bad = ~np.isfinite(out.data)
+        if bad.any():
+            raise ModalityError(f"train_set.{attr}: {int(bad.sum())} non-finite feature values")
+        return out.toarray() if dense else out
+    out = np.asarray(feats, dtype=np.float32)[rows]
+    if not np.isfinite(out).all():
+        bad = np.where(~np.isfinite(out).all(axis=1))[0]
+        raise ModalityError(
+            f"train_set.{attr}: {len(bad)} item rows with NaN/inf (first item: {item_ids[bad[0]]!r})"
+        )
+    return out
+
+
+def multimodal_features(train_set, model_name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(visual, textual) for a multimodal model; at least one must be present."""
+    v = item_modality_matrix(train_set, VISUAL_ATTR)
+    t = item_modality_matrix(train_set, TEXTUAL_ATTR)
+    if v is None and t is None:
+        raise ModalityError(
+            f"{model_name} needs item features: give the Cornac BaseMethod an item_image "
+            "(ImageModality, visual) and/or item_text (TextModality, textual) with a features matrix; "
+            "train_set has neither"
+        )
+    return v, t
+
+
+def effective_top_k(top_k: int, n_items: int, name: str) -> int:
+    """top_k capped at the number of items (the reference would fail in torch.topk)."""
+    if top_k > n_items:
+        warnings.warn(f"{name}: top_k={top_k} > {n_items} items; using {n_items}")
+        return n_items
+    return top_k
+
+
+class BPRSampler:
+    """Seeded epoch iterator over all training interactions, shuffled, with one uniform
+    negative per positive drawn from the items the user has *not* interacted with (MMRec's
+    and Cornac's ``uij_iter`` behaviour, vectorised)."""
+
+    def __init__(self, csr: sp.csr_matrix, seed: int):
+        coo = csr.tocoo()
+        self.users = coo.row.astype(np.int64)
+        self.items = coo.col.astype(np.int64)
+        self.n_items = csr.shape[1]
+        self._keys = np.unique(self.users * self.n_items + self.items)
+        full = np.flatnonzero(np.diff(csr.indptr) >= self.n_items)
+        if full.size:
+            raise ValueError(f"users {full[:3].tolist()} interacted with every item: no negative to sample")
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def n_batches(self, batch_size: int) -> int:
+        return -(-len(self.users) // batch_size)
+
+    def _negatives(self, users: np.ndarray) -> np.ndarray:
+        neg = self.rng.integers(0, self.n_items, size=len(users))
+        todo = np.arange(len(users))
+        while todo.size:
+            keys = users[todo] * self.n_items + neg[todo]
+            pos = np.searchsorted(self._keys, keys)
+            hit = (pos < len(self._keys)) & (self._keys[np.minimum(pos, len(self._keys) - 1)] == keys)
+            todo = todo[hit]
+            neg[todo] = self.rng.integers(0, self.n_items, size=todo.size)
+        return neg
+
+    def epoch(self, batch_size: int, negatives: bool = True):
+        order = self.rng.permutation(len(self.users))
+        for s in range(0, len(order), batch_size):
+            b = order[s : s + batch_size]
+            u, i = self.users[b], self.items[b]
+            yield (u, i, self._negatives(u)) if negatives else (u, i)
+
+
+class MMReprRecommender(Recommender):
+    """Cornac ``Recommender`` with the mmrepr contract (see docs/models.md).
+
+    Subclasses implement ``_fit(train_set, val_set)`` and ``_score_block(users) -> (len, n_items)``.
+    """
+
+    epoch_callback: Callable[["MMReprRecommender", int], bool] | None = None
+
+    def __init__(
+        self,
+        name: str,
+        k: int = 64,
+        learning_rate: float = 0.001,
+        lambda_reg: float = 0.01,
+        n_epochs: int = 200,
+        batch_size: int = 1024,
+        seed: int = 123,
+        verbose: bool = False,
+        device: str = "auto",
+        trainable: bool = True,
+    ):
+        super().__init__(name=name, trainable=trainable, verbose=verbose)
+        self.k = int(k)
+        self.learning_rate = float(learning_rate)
+        self.lambda_reg = float(lambda_reg)
+        self.n_epochs = int(n_epochs)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed) if seed is not None else None
+        self.device = device
+        self.epoch_callback = None
+        self.epochs_run = 0
+        self.loss_history: list[float] = []
+        self.diverged = False
+
+    # ---- Cornac API -------------------------------------------------------------------
+    def fit(self, train_set, val_set=None):
+        Recommender.fit(self, train_set, val_set)
+        if self.n_epochs < 1 or self.batch_size < 1 or self.k < 1:
+            raise ValueError(f"{self.name}: n_epochs, batch_size and k must be >= 1")
+        self.epochs_run = 0
+        self.loss_history = []
+        self.diverged = False
+        self._train_csr = train_set.csr_matrix.tocsr().astype(np.float32)
+        self._train_csr.data[:] = 1.0  # every training interaction is a positive (MMRec/Elliot)
+        self._fit(train_set, val_set)
+        return self
+
+    def _check_user(self, user_idx) -> None:
+        if not self.knows_user(user_idx):
+            raise ScoreException(f"{self.name}: unknown user index {user_idx}")
+
+    def score(self, user_idx, item_idx=None):
+        self._check_user(user_idx)
+        row = self.score_users(np.asarray([user_idx]))[0]
+        if item_idx is None:
+            return row
+        if not self.knows_item(item_idx):
+            raise ScoreException(f"{self.name}: unknown item index {item_idx}")
+        return row[item_idx]
+
+    def score_users(self, user_idx: np.ndarray) -> np.ndarray:
+        """Scores of the given users for all ``train_set.num_items`` items, float32,
+        shape ``(len(user_idx), num_items)``; training items are NOT masked."""
+        if not self.is_fitted:
+            raise RuntimeError(f"{self.name}: score_users before fit")
+        users = np.asarray(user_idx, dtype=np.int64).reshape(-1)
+        bad = users[(users < 0) | (users >= self.num_users)]
+        if bad.size:
+            raise ValueError(f"{self.name}: unknown user indices {bad[:5].tolist()} (num_users={self.num_users})")
+        return np.asarray(self._score_block(users), dtype=np.float32)
+
+    def default_score(self):
+        return 0.0
+
+    # ---- epoch hook and snapshots -------------------------------------------------------
+    def _after_epoch(self, epoch: int) -> bool:
+        """Record the epoch; True when ``epoch_callback`` asks to stop."""
+        self.epochs_run = epoch
+        cb = self.epoch_callback
+        return bool(cb(self, epoch)) if cb is not None else False
+
+    def get_state(self) -> dict:
+        return copy.deepcopy(self._state())
+
+    def set_state(self, state: dict) -> None:
+        self._set_state(copy.deepcopy(state))
+
+    def _state(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _set_state(self, state: dict) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _fit(self, train_set, val_set):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _score_block(self, users: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __deepcopy__(self, memo):
+        # Cornac's __deepcopy__ skips train_set; the callback may hold a closure over the
+        # evaluator, which must not be deep-copied either.
+        result = Recommender.__deepcopy__(self, memo)
+        result.epoch_callback = self.epoch_callback
+        return result
+
+
+class EmbeddingRecommender(MMReprRecommender):
+    """Torch models whose scores are ``U[u] . V^T``; trains with Adam for ``n_epochs``.
+
+    Subclasses build ``self.net`` (an ``nn.Module``) in ``_build`` and define
+    ``_batch_loss(batch)`` and ``_final_embeddings() -> (U, V)``; hooks
+    ``_pre_epoch()`` and ``_lr_lambda`` (MMRec's learning_rate_scheduler) are optional.
+    """
+
+    uses_negatives = True
+    lr_scheduler: tuple[float, float] = (1.0, 50.0)  # MMRec overall.yaml: no decay
+
+    def _fit(self, train_set, val_set):
+        self._device = resolve_device(self.device)
+        torch.manual_seed(self.seed if self.seed is not None else 0)
+        self._torch_gen = torch.Generator().manual_seed(self.seed if self.seed is not None else 0)
+        self._U = self._V = None
+        self._build(train_set)
+        self.net.to(self._device)
+        sampler = BPRSampler(self._train_csr, self.seed if self.seed is not None else 0)
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.learning_rate)
+        base, step = self.lr_scheduler
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=lambda e: base ** (e / step))
+        bar = tqdm(range(1, self.n_epochs + 1), desc=self.name, disable=not self.verbose, leave=False)
+        for epoch in bar:
+            self.net.train()
+            self._pre_epoch()
+            total, nb = 0.0, 0
+            for batch in sampler.epoch(self.batch_size, negatives=self.uses_negatives):
+                batch = tuple(torch.from_numpy(x).to(self._device) for x in batch)
+                opt.zero_grad()
+                loss = self._batch_loss(batch)
+                if not torch.isfinite(loss):
+                    # MMRec's trainer stops on a NaN loss; we do the same and flag it.
+                    self.diverged = True
+                    warnings.warn(f"{self.name}: non-finite loss at epoch {epoch}; training stopped")
+                    break
+                loss.backward()
+                opt.step()
+                total += float(loss.detach())
+                nb += 1
+            sched.step()
+            self._U = self._V = None  # embeddings changed
+            if self.diverged:
+                break
+            self.loss_history.append(total / max(nb, 1))
+            bar.set_postfix(loss=self.loss_history[-1])
+            if self._after_epoch(epoch):
+                break
+
+    def _pre_epoch(self) -> None:
+        pass
+
+    def _ensure_embeddings(self) -> None:
+        if self._U is None:
+            self.net.eval()
+            with torch.no_grad():
+                u, v = self._final_embeddings()
+            self._U = u.detach().float().cpu().numpy()
+            self._V = v.detach().float().cpu().numpy()
+
+    def _score_block(self, users):
+        self._ensure_embeddings()
+        return self._U[users] @ self._V.T
+
+    def _state(self):
+        self._ensure_embeddings()
+        return {"epoch": self.epochs_run, "U": self._U, "V": self._V}
+
+    def _set_state(self, state):
+        self._U, self._V = state["U"], state["V"]
+        self.epochs_run = state["epoch"]
+
+    def get_user_vectors(self):
+        self._ensure_embeddings()
+        return self._U
+
+    def get_item_vectors(self):
+        self._ensure_embeddings()
+        return self._V

@@ -1,0 +1,99 @@
+"""BM3 (Zhou et al., WWW'23), following MMRec's ``models/bm3.py``.
+
+No negative sampling: each batch is (user, positive item) pairs. An online network
+(LightGCN over the symmetric user-item graph, item output + item ID embedding; per-modality
+linear projections of the trainable features) passes through a shared ``predictor``; the
+target is the online output itself, detached and perturbed by dropout. Loss =
+(1 - cos(pred(u), drop(i))) + (1 - cos(pred(i), drop(u))) + ``lambda_reg`` * EmbLoss
+(Frobenius norms / n_items) + ``cl_weight`` * Σ_m [(1 - cos(pred(f_m), drop(i))) +
+(1 - cos(pred(f_m), drop(f_m)))]. Scores: pred(u) . pred(i).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmrepr.models.base import EmbeddingRecommender, multimodal_features
+from mmrepr.models.graphs import scipy_to_torch, sym_norm_adjacency
+from mmrepr.models.lightgcn import propagate_mean
+
+
+def neg_cos(a, b):
+    return 1.0 - F.cosine_similarity(a, b.detach(), dim=-1).mean()
+
+
+class BM3(EmbeddingRecommender):
+    uses_negatives = False
+
+    def __init__(
+        self,
+        name: str = "BM3",
+        k: int = 64,
+        learning_rate: float = 0.001,
+        lambda_reg: float = 0.01,
+        n_epochs: int = 200,
+        batch_size: int = 1024,
+        seed: int = 123,
+        verbose: bool = False,
+        device: str = "auto",
+        n_layers: int = 2,
+        cl_weight: float = 2.0,
+        dropout: float = 0.3,
+        trainable: bool = True,
+    ):
+        super().__init__(name, k, learning_rate, lambda_reg, n_epochs, batch_size, seed, verbose, device, trainable)
+        self.n_layers = int(n_layers)
+        self.cl_weight = float(cl_weight)
+        self.dropout = float(dropout)
+
+    def _build(self, train_set):
+        v, t = multimodal_features(train_set, self.name)
+        dev = self._device
+        net = nn.Module()
+        net.user = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, self.k)))
+        net.item = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_items, self.k)))
+        net.predictor = nn.Linear(self.k, self.k)
+        nn.init.xavier_normal_(net.predictor.weight)
+        self.modalities = []
+        for key, feats in (("v", v), ("t", t)):
+            if feats is None:
+                continue
+            x = torch.from_numpy(feats).to(dev)
+            setattr(net, f"{key}_feat", nn.Parameter(x.clone()))  # from_pretrained(freeze=False)
+            trs = nn.Linear(x.shape[1], self.k)
+            nn.init.xavier_normal_(trs.weight)
+            setattr(net, f"{key}_trs", trs)
+            self.modalities.append(key)
+        self.net = net
+        self.adj = scipy_to_torch(sym_norm_adjacency(self._train_csr), dev)
+
+    def _forward(self):
+        out = propagate_mean(self.adj, torch.cat([self.net.user, self.net.item]), self.n_layers)
+        return out[: self.num_users], out[self.num_users :] + self.net.item
+
+    def _batch_loss(self, batch):
+        users, items = batch
+        u_ori, i_ori = self._forward()
+        pred = self.net.predictor
+        with torch.no_grad():  # target network: detached, perturbed by dropout
+            u_target = F.dropout(u_ori[users], self.dropout)
+            i_target = F.dropout(i_ori[items], self.dropout)
+        u_online, i_online = pred(u_ori[users]), pred(i_ori[items])
+        cl = 0.0
+        for m in self.modalities:
+            f_online = getattr(self.net, f"{m}_trs")(getattr(self.net, f"{m}_feat")[items])
+            with torch.no_grad():
+                f_target = F.dropout(f_online.detach(), self.dropout)
+            f_online = pred(f_online)
+            cl = cl + neg_cos(f_online, i_target) + neg_cos(f_online, f_target)
+        loss_ui = neg_cos(u_online, i_target)
+        loss_iu = neg_cos(i_online, u_target)
+        # MMRec EmbLoss: sum of Frobenius norms of the *full* online matrices / n_items
+        reg = (torch.linalg.norm(u_ori) + torch.linalg.norm(i_ori)) / i_ori.shape[0]
+        return loss_ui + loss_iu + self.lambda_reg * reg + self.cl_weight * cl
+
+    def _final_embeddings(self):
+        u, i = self._forward()
+        return self.net.predictor(u), self.net.predictor(i)

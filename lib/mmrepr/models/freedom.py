@@ -1,0 +1,125 @@
+"""FREEDOM (Zhou & Shen, ACM MM'23), following MMRec's ``models/freedom.py``.
+
+A frozen item-item graph: per-modality binary top-k cosine graphs from the raw features,
+each symmetrically normalised (every value 1/k), mixed ``mm_image_weight * visual +
+(1 - mm_image_weight) * textual``. The user-item graph is pruned every epoch by
+degree-sensitive edge dropout: ``int(E * (1 - dropout))`` edges are sampled without
+replacement with probability proportional to 1/sqrt(d_u d_i) and the kept graph is
+re-normalised; scoring uses the full graph. Item embeddings = LightGCN output +
+item-graph output. Loss: BPR + ``lambda_reg`` * (BPR of users against projected textual
+features + the same for visual) (MMRec ``reg_weight``), no L2 term.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmrepr.models.base import EmbeddingRecommender, effective_top_k, multimodal_features
+from mmrepr.models.graphs import (
+    edge_normalised_values,
+    freedom_knn_graph,
+    scipy_to_torch,
+    sym_norm_adjacency,
+    to_sparse,
+)
+from mmrepr.models.lightgcn import propagate_mean
+
+
+def bpr(u, p, n):
+    return -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
+
+
+class FREEDOM(EmbeddingRecommender):
+    def __init__(
+        self,
+        name: str = "FREEDOM",
+        k: int = 64,
+        learning_rate: float = 0.001,
+        lambda_reg: float = 0.01,
+        n_epochs: int = 200,
+        batch_size: int = 1024,
+        seed: int = 123,
+        verbose: bool = False,
+        device: str = "auto",
+        top_k: int = 10,
+        mm_image_weight: float = 0.1,
+        dropout: float = 0.8,
+        n_mm_layers: int = 1,
+        n_ui_layers: int = 2,
+        trainable: bool = True,
+    ):
+        super().__init__(name, k, learning_rate, lambda_reg, n_epochs, batch_size, seed, verbose, device, trainable)
+        self.top_k = int(top_k)
+        self.mm_image_weight = float(mm_image_weight)
+        self.dropout = float(dropout)
+        self.n_mm_layers = int(n_mm_layers)
+        self.n_ui_layers = int(n_ui_layers)
+
+    def _build(self, train_set):
+        v, t = multimodal_features(train_set, self.name)
+        dev, n = self._device, self.num_items
+        self._top_k = effective_top_k(self.top_k, n, self.name)
+        net = nn.Module()
+        net.user = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, self.k)))
+        net.item = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n, self.k)))
+        self.modalities, graphs = [], {}
+        for key, feats in (("v", v), ("t", t)):
+            if feats is None:
+                continue
+            x = torch.from_numpy(feats).to(dev)
+            setattr(net, f"{key}_feat", nn.Parameter(x.clone()))  # from_pretrained(freeze=False)
+            setattr(net, f"{key}_trs", nn.Linear(x.shape[1], self.k))
+            graphs[key] = freedom_knn_graph(x, self._top_k)
+            self.modalities.append(key)
+        self.net = net
+        if len(graphs) == 2:
+            wv = self.mm_image_weight
+            (rv, cv, vv), (rt, ct, vt) = graphs["v"], graphs["t"]
+            rows, cols, vals = torch.cat([rv, rt]), torch.cat([cv, ct]), torch.cat([wv * vv, (1 - wv) * vt])
+        else:
+            rows, cols, vals = next(iter(graphs.values()))
+        self.mm_adj = to_sparse(rows, cols, vals, n).coalesce()
+        self.norm_adj = scipy_to_torch(sym_norm_adjacency(self._train_csr), dev)
+        coo = self._train_csr.tocoo()
+        self.edge_users = torch.from_numpy(coo.row.astype("int64")).to(dev)
+        self.edge_items = torch.from_numpy(coo.col.astype("int64")).to(dev)
+        self.edge_values = edge_normalised_values(self.edge_users, self.edge_items, self.num_users, n)
+        self.masked_adj = self.norm_adj
+
+    def _pre_epoch(self):
+        if self.dropout <= 0.0:
+            self.masked_adj = self.norm_adj
+            return
+        keep = max(1, int(self.edge_values.shape[0] * (1.0 - self.dropout)))
+        idx = torch.multinomial(self.edge_values.cpu(), keep, replacement=False, generator=self._torch_gen)
+        idx = idx.to(self._device)
+        ku, ki = self.edge_users[idx], self.edge_items[idx]
+        vals = edge_normalised_values(ku, ki, self.num_users, self.num_items)
+        ki = ki + self.num_users
+        nn_ = self.num_users + self.num_items
+        self.masked_adj = to_sparse(torch.cat([ku, ki]), torch.cat([ki, ku]), torch.cat([vals, vals]), nn_).coalesce()
+
+    def _forward(self, adj):
+        h = self.net.item
+        for _ in range(self.n_mm_layers):
+            h = torch.sparse.mm(self.mm_adj, h)
+        out = propagate_mean(adj, torch.cat([self.net.user, self.net.item]), self.n_ui_layers)
+        return out[: self.num_users], out[self.num_users :] + h
+
+    def _modality(self, m, items):
+        return getattr(self.net, f"{m}_trs")(getattr(self.net, f"{m}_feat")[items])
+
+    def _batch_loss(self, batch):
+        u, i, j = batch
+        ue, ie = self._forward(self.masked_adj)
+        eu = ue[u]
+        loss = bpr(eu, ie[i], ie[j])
+        mm = 0.0
+        for m in self.modalities:
+            mm = mm + bpr(eu, self._modality(m, i), self._modality(m, j))
+        return loss + self.lambda_reg * mm
+
+    def _final_embeddings(self):
+        return self._forward(self.norm_adj)

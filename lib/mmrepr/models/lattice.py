@@ -1,0 +1,136 @@
+"""LATTICE (Zhang et al., ACM MM'21), following MMRec's ``models/lattice.py`` with its
+LightGCN backbone (``cf_model: lightgcn``).
+
+Per modality: a frozen top-k cosine item graph from the raw features ("original") and a
+learned one from the projected (trainable) features; the learned graphs are mixed with
+softmax modality weights, normalised, and combined with the originals as
+``(1 - lambda_coeff) * learned + lambda_coeff * original``. The item graph is rebuilt (with
+gradients into the projections, features and modality weights) at the first batch of every
+epoch and held fixed (detached) for the rest of the epoch, as in the reference.
+Item embeddings: LightGCN output over D^-1(A+I) plus L2-normalised item-graph output.
+Loss: BPR + ``lambda_reg`` * 1/2 (|u|^2+|i+|^2+|i-|^2) / batch_size (MMRec ``reg_weight``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmrepr.models.base import EmbeddingRecommender, effective_top_k, multimodal_features
+from mmrepr.models.graphs import (
+    knn_indices,
+    lattice_knn_graph,
+    mean_norm_adjacency_self_loops,
+    scipy_to_torch,
+    sym_normalise,
+    to_sparse,
+)
+from mmrepr.models.lightgcn import propagate_mean
+
+
+class LATTICE(EmbeddingRecommender):
+    lr_scheduler = (0.96, 50.0)  # MMRec LATTICE.yaml learning_rate_scheduler
+
+    def __init__(
+        self,
+        name: str = "LATTICE",
+        k: int = 64,
+        learning_rate: float = 0.001,
+        lambda_reg: float = 0.01,
+        n_epochs: int = 200,
+        batch_size: int = 1024,
+        seed: int = 123,
+        verbose: bool = False,
+        device: str = "auto",
+        top_k: int = 10,
+        lambda_coeff: float = 0.7,
+        n_layers: int = 1,
+        n_ui_layers: int = 2,
+        feat_embed_dim: int | None = None,
+        trainable: bool = True,
+    ):
+        super().__init__(name, k, learning_rate, lambda_reg, n_epochs, batch_size, seed, verbose, device, trainable)
+        self.top_k = int(top_k)
+        self.lambda_coeff = float(lambda_coeff)
+        self.n_layers = int(n_layers)
+        self.n_ui_layers = int(n_ui_layers)
+        self.feat_embed_dim = feat_embed_dim
+
+    def _build(self, train_set):
+        v, t = multimodal_features(train_set, self.name)
+        dev, n = self._device, self.num_items
+        self._top_k = effective_top_k(self.top_k, n, self.name)
+        fd = int(self.feat_embed_dim or self.k)
+        net = nn.Module()
+        net.user = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, self.k)))
+        net.item = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n, self.k)))
+        self.modalities = []
+        self.original = {}
+        for key, feats in (("v", v), ("t", t)):
+            if feats is None:
+                continue
+            x = torch.from_numpy(feats).to(dev)
+            # reference: nn.Embedding.from_pretrained(feat, freeze=False) -> features are trained
+            setattr(net, f"{key}_feat", nn.Parameter(x.clone()))
+            setattr(net, f"{key}_trs", nn.Linear(x.shape[1], fd))
+            with torch.no_grad():
+                r, c, val = lattice_knn_graph(x, self._top_k)
+                self.original[key] = (r, c, sym_normalise(r, c, val, n))
+            self.modalities.append(key)
+        net.modal_weight = nn.Parameter(torch.tensor([0.5, 0.5]))
+        self.net = net
+        self.adj = scipy_to_torch(mean_norm_adjacency_self_loops(self._train_csr), dev)
+        self._item_adj = None
+        self._build_graph = True
+
+    def modality_weights(self) -> dict[str, float]:
+        """Softmax modality weights (only meaningful with both modalities)."""
+        w = torch.softmax(self.net.modal_weight.detach(), 0).cpu().numpy()
+        return {"visual": float(w[0]), "textual": float(w[1])}
+
+    def item_graph(self) -> torch.Tensor:
+        """(1-λ) * norm(Σ w_m learned_m) + λ * Σ w_m original_m, as a sparse COO tensor."""
+        n = self.num_items
+        w = torch.softmax(self.net.modal_weight, 0)
+        scale = {"v": w[0], "t": w[1]} if len(self.modalities) == 2 else {m: 1.0 for m in self.modalities}
+        lr, lc, lv, orr, oc, ov = [], [], [], [], [], []
+        for m in self.modalities:
+            feats = getattr(self.net, f"{m}_trs")(getattr(self.net, f"{m}_feat"))
+            r, c, val = lattice_knn_graph(feats, self._top_k)
+            lr.append(r), lc.append(c), lv.append(scale[m] * val)
+            r0, c0, v0 = self.original[m]
+            orr.append(r0), oc.append(c0), ov.append(scale[m] * v0)
+        lr, lc = torch.cat(lr), torch.cat(lc)
+        learned = sym_normalise(lr, lc, torch.cat(lv), n)
+        rows = torch.cat([lr, torch.cat(orr)])
+        cols = torch.cat([lc, torch.cat(oc)])
+        vals = torch.cat([(1 - self.lambda_coeff) * learned, self.lambda_coeff * torch.cat(ov)])
+        return to_sparse(rows, cols, vals, n)
+
+    def _pre_epoch(self):
+        self._build_graph = True
+
+    def _forward(self, build: bool):
+        if build or self._item_adj is None:
+            self._item_adj = self.item_graph()
+        else:
+            self._item_adj = self._item_adj.detach()
+        h = self.net.item
+        for _ in range(self.n_layers):
+            h = torch.sparse.mm(self._item_adj, h)
+        out = propagate_mean(self.adj, torch.cat([self.net.user, self.net.item]), self.n_ui_layers)
+        ue, ie = out[: self.num_users], out[self.num_users :]
+        return ue, ie + F.normalize(h, p=2, dim=1)
+
+    def _batch_loss(self, batch):
+        u, i, j = batch
+        ue, ie = self._forward(self._build_graph)
+        self._build_graph = False
+        eu, ep, en = ue[u], ie[i], ie[j]
+        mf = -F.logsigmoid((eu * ep).sum(1) - (eu * en).sum(1)).mean()
+        reg = 0.5 * (eu.pow(2).sum() + ep.pow(2).sum() + en.pow(2).sum()) / self.batch_size
+        return mf + self.lambda_reg * reg
+
+    def _final_embeddings(self):
+        return self._forward(build=True)  # reference full_sort_predict rebuilds the graph

@@ -1,0 +1,66 @@
+"""LightGCN (He et al., SIGIR'20) in plain torch: Cornac's own needs DGL.
+
+Follows Cornac 3.0.1's ``LightGCN`` (the study's baseline): Xavier-uniform embeddings,
+symmetric-normalised user-item adjacency without self loops, the mean of the layer-0..L
+embeddings, BPR (softplus) + ``lambda_reg`` * 1/2 (|u|^2 + |i+|^2 + |i-|^2) / batch on the
+propagated embeddings of the batch, Adam.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmrepr.models.base import EmbeddingRecommender
+from mmrepr.models.graphs import scipy_to_torch, sym_norm_adjacency
+
+
+def propagate_mean(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """mean(E, AE, A^2E, ..., A^L E): the LightGCN layer combination."""
+    out, h = ego, ego
+    for _ in range(n_layers):
+        h = torch.sparse.mm(adj, h)
+        out = out + h
+    return out / (n_layers + 1)
+
+
+class LightGCN(EmbeddingRecommender):
+    def __init__(
+        self,
+        name: str = "LightGCN",
+        k: int = 64,
+        learning_rate: float = 0.001,
+        lambda_reg: float = 1e-4,
+        n_epochs: int = 200,
+        batch_size: int = 1024,
+        seed: int = 123,
+        verbose: bool = False,
+        device: str = "auto",
+        n_layers: int = 3,
+        trainable: bool = True,
+    ):
+        super().__init__(name, k, learning_rate, lambda_reg, n_epochs, batch_size, seed, verbose, device, trainable)
+        self.n_layers = int(n_layers)
+
+    def _build(self, train_set):
+        self.adj = scipy_to_torch(sym_norm_adjacency(self._train_csr), self._device)
+        self.net = nn.Module()
+        self.net.user = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, self.k)))
+        self.net.item = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_items, self.k)))
+
+    def _forward(self):
+        ego = torch.cat([self.net.user, self.net.item])
+        out = propagate_mean(self.adj, ego, self.n_layers)
+        return out[: self.num_users], out[self.num_users :]
+
+    def _batch_loss(self, batch):
+        u, i, j = batch
+        ue, ie = self._forward()
+        eu, ep, en = ue[u], ie[i], ie[j]
+        bpr = F.softplus((eu * en).sum(1) - (eu * ep).sum(1)).mean()
+        reg = 0.5 * (eu.pow(2).sum() + ep.pow(2).sum() + en.pow(2).sum()) / len(u)
+        return bpr + self.lambda_reg * reg
+
+    def _final_embeddings(self):
+        return self._forward()
