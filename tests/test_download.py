@@ -45,6 +45,9 @@ class Handler(BaseHTTPRequestHandler):
         rng = self.headers.get("Range")
         if rng and honour_range:
             start = int(rng.split("=")[1].split("-")[0])
+            if start >= len(PAYLOAD):
+                self._send(416, b"", {"Content-Range": f"bytes */{len(PAYLOAD)}"})
+                return
             body = PAYLOAD[start:]
             self._send(206, body, {"Content-Range": f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}"})
         else:
@@ -219,3 +222,11 @@ def test_fetch_many_records_failures_and_skips(server, tmp_path):
     assert "failed 3" in rep.summary()
     rep2 = fetch_many(jobs[:6], workers=2, **FAST)
     assert (rep2.fetched, rep2.skipped, rep2.failed) == (0, 6, 0)
+
+
+def test_complete_part_file_left_by_a_killed_run_is_finished(server, tmp_path):
+    dest = tmp_path / "done.bin"
+    dest.with_name("done.bin.part").write_bytes(PAYLOAD)  # killed between last byte and rename
+    rec = download(f"{server}/ok/5", dest, sha256=SHA, **FAST)
+    assert dest.read_bytes() == PAYLOAD and rec.attempts == 1
+    assert Handler.ranges["/ok/5"] == [f"bytes={len(PAYLOAD)}-"]  # answered 416, nothing re-sent

@@ -527,7 +527,7 @@ def load_category(
         failed = {i for i, _ in failures}
         items = items[~items["item"].isin(failed)]
         quality.append(_step("image download failed", n, len(items),
-                             f"{len(jobs)} fetched or tried, {len(paths)} on disk" + (f"; e.g. {_examples(failures)}" if failures else "")))
+                             f"{len(jobs)} to download, {len(paths)} images on disk after fetching" + (f"; e.g. {_examples(failures)}" if failures else "")))
     else:
         have = int(items["item"].isin(paths.keys()).sum())
         quality.append(_step("images not downloaded", n, n,

@@ -214,7 +214,11 @@ def _attempt(sess: requests.Session, url: str, part: Path, *, timeout: float, pr
         if status == 429 or status >= 500:
             raise _Retry(f"HTTP {status}", wait=_retry_after(resp.headers.get("Retry-After")))
         if status == 416 and offset:
-            # The .part file is not a prefix the server recognises (e.g. the file changed).
+            # "bytes */N" with N == what we have: a previous run got every byte but died
+            # before the rename. Otherwise the .part is not a prefix the server knows.
+            total = resp.headers.get("Content-Range", "")
+            if total.startswith("bytes */") and total[8:].strip() == str(offset):
+                return True
             part.unlink(missing_ok=True)
             raise _Retry("HTTP 416 on resume: restarting from zero", wait=0.0)
         if status not in (200, 206):
