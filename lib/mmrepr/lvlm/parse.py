@@ -208,8 +208,10 @@ class FitbParser:
         text = str(text)
         if not text.strip():
             return ParsedAnswer([None] * 5, STATUS_EMPTY, "empty answer")
+        # Strict = the model's own text (a list repr is how the answer was saved, not what the
+        # model wrote) matches the bracket format exactly.
+        strict = bool(self._strict.match(self._unwrap(text)[0][:MAX_INPUT_CHARS]))
         t, notes = self._normalise(text)
-        strict = bool(self._strict.match(t))
         tokens = self._tokens(t)
         values: list[str | None] = [None] * 5
         raw: list[str | None] = [None] * 5
@@ -248,8 +250,7 @@ class FitbParser:
                 values[slot] = self.clean_value(v)
         filled = sum(v is not None for v in values)
         if filled == 5:
-            ok_strict = strict and not any(n in notes for n in ("list_repr", "fixed_brackets", "value_before_label"))
-            return ParsedAnswer(values, STATUS_STRICT if ok_strict else STATUS_REPAIRED, "", notes)
+            return ParsedAnswer(values, STATUS_STRICT if strict else STATUS_REPAIRED, "", notes)
         missing = [self.labels[i] for i in range(5) if values[i] is None]
         nulls = [self.labels[i] for i in range(5) if values[i] is None and raw[i] is not None]
         if _REFUSAL.search(t) or (nulls and all(
