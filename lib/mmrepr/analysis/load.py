@@ -135,6 +135,13 @@ def load_inputs(run_dir: Path, multimodal_models: tuple[str, ...] | list[str] = 
         raise AnalysisInputError(f"{best_path}: no rows with split == 'test'")
     best["k"] = best["k"].astype(int)
     best["seed"] = best["seed"].astype(int)
+    cell = ["dataset", "model", "feature_set", "seed", "metric", "k"]
+    dup = best.duplicated(cell, keep=False)
+    if dup.any():
+        # One test value per cell is the contract; keep the latest epoch and say so.
+        problems.append(f"{best_path}: {int(dup.sum())} test rows share a (dataset, model, feature_set, seed, "
+                        "metric, k) cell; the latest epoch is used")
+        best = best.sort_values("epoch").drop_duplicates(cell, keep="last") if "epoch" in best else best.drop_duplicates(cell, keep="last")
 
     frames = []
     combos = best[["dataset", "model", "feature_set", "seed"]].drop_duplicates()
@@ -211,7 +218,10 @@ def load_lvlm_tables(run_dir: Path, problems: list[str]) -> dict[str, pd.DataFra
     if not root.is_dir():
         return out
     for path in sorted(root.rglob("*.csv")):
-        if path.stat().st_size > 20_000_000:  # answers dumps, not quality tables
+        # Answers, per-row parse reports and keyword vocabularies are not per-LVLM quality tables.
+        if set(path.relative_to(root).parts[:-1]) & {"answers", "reports", "keywords", "cache"}:
+            continue
+        if path.stat().st_size > 20_000_000:
             continue
         try:
             out[str(path.relative_to(root).with_suffix(""))] = pd.read_csv(path)

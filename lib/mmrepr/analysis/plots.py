@@ -110,16 +110,24 @@ def content_use(tests: pd.DataFrame, out_dir: Path, dataset: str, metric: str) -
     return save_figure(fig, out_dir, f"content_use_{dataset}")
 
 
-def lvlm_quality(quality: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, metric: str) -> dict[str, Path] | None:
+def lvlm_quality(quality: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, metric: str,
+                 feature_meta: dict[str, dict] | None = None) -> dict[str, Path] | None:
     """Description quality of each LVLM (x) against Attribute Item-kNN accuracy on its keywords (y).
 
     ``quality`` has ``lvlm`` and one numeric quality column ``quality`` (see
-    :func:`find_quality_table`). Keyword sets are matched to LVLMs by name prefix.
+    :func:`find_quality_table`). A keyword set belongs to an LVLM when its meta.json
+    ``answers_name`` is the LVLM's name, or its name is ``<lvlm>__…``.
     """
+    feature_meta = feature_meta or {}
     knn = summary[(summary["model"] == "AttributeItemKNN") & summary[metric].notna()]
     rows = []
     for q in quality.itertuples():
-        match = knn[knn["feature_set"].str.startswith(str(q.lvlm))]
+        name = str(q.lvlm)
+        owner = knn["feature_set"].map(
+            lambda fs: (feature_meta.get(fs) or {}).get("answers_name") == name or fs == name
+            or fs.startswith(name + "__")
+        )
+        match = knn[owner.astype(bool)]
         for _, r in match.iterrows():
             rows.append({"lvlm": q.lvlm, "quality": q.quality, "accuracy": r[metric], "dataset": r["dataset"]})
     if not rows:

@@ -108,7 +108,7 @@ def run_analysis(P, out_dir: Path | None = None) -> AnalysisResult:
                 figs[key] = made
     quality = plots.find_quality_table(load_lvlm_tables(run_dir, inp.problems))
     if quality is not None:
-        made = plots.lvlm_quality(quality, summary, fig_dir, primary)
+        made = plots.lvlm_quality(quality, summary, fig_dir, primary, inp.feature_meta)
         if made:
             figs["lvlm_quality_vs_accuracy"] = made
     made = plots.keyword_distributions(inp, fig_dir)
