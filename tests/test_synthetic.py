@@ -294,3 +294,23 @@ def test_bad_category_name_is_refused(tmp_path):
         generate_catalogue(SMALL, tmp_path, seed=1, category="a/b")
     with pytest.raises(FileNotFoundError, match="missing"):
         load_ground_truth(tmp_path / "nothing")
+
+
+def test_the_amazon_parser_reads_it_unchanged(tmp_path):
+    amazon = pytest.importorskip("mmrepr.data.amazon")
+    p = SyntheticParams(n_users=40, n_items=100, interactions_per_user=6, image_size=8, missing_fraction=0.03)
+    out = generate_catalogue(p, tmp_path / "a", seed=4)
+    items, inter, quality = amazon.load_category(out / "raw", CAT, image_dir=out / "images", download_images=True,
+                                                 workers=1, progress=False)
+    gt = load_ground_truth(out / "ground_truth")
+    keep = gt.items[gt.items["has_image"] & gt.items["has_description"]]
+    assert sorted(items["item"]) == sorted(keep["parent_asin"])
+    # Every kept item's image is the rendered PNG, used in place.
+    assert all(Path(pth) == (out / "images" / f"{a}.png").resolve() for a, pth in zip(items["item"], items["image_path"]))
+    expected = gt.interactions[gt.interactions["parent_asin"].isin(set(keep["parent_asin"]))]
+    got = inter.merge(expected, left_on=["user", "item"], right_on=["user_id", "parent_asin"], how="outer", indicator=True)
+    assert (got["_merge"] == "both").all()
+    assert np.array_equal(got["rating_x"].to_numpy(float), got["rating_y"].to_numpy(float))
+    assert np.array_equal(got["timestamp_x"].to_numpy(np.int64), got["timestamp_y"].to_numpy(np.int64))
+    dropped = {q["step"]: q["dropped"] for q in quality}
+    assert dropped["items without image"] == int((~gt.items["has_image"]).sum())
