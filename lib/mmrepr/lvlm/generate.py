@@ -452,6 +452,11 @@ def run_model(P, items_df: pd.DataFrame, spec, *, device: str | None = None, dty
         generator = LvlmGenerator.from_pretrained(
             path, spec.family, device=device, dtype=dtype, prompt=L.prompt, layer=L.embedding_layer,
             position=L.embedding_position, max_new_tokens=L.max_new_tokens)
+    else:
+        given = (generator.prompt, generator.layer, generator.position, generator.max_new_tokens)
+        wanted = (L.prompt, L.embedding_layer, L.embedding_position, L.max_new_tokens)
+        if given != wanted:
+            raise ValueError(f"generator settings {given[1:]} (or prompt) differ from the params {wanted[1:]}")
     folder = generation_dir(P, spec.name)
     fingerprint = {
         "model_id": spec.model_id, "family": spec.family, "random_weights": random_weights,
