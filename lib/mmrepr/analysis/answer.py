@@ -52,6 +52,7 @@ def _verb(row: pd.Series) -> str:
 
 def compute_answer(tests: pd.DataFrame, summary: pd.DataFrame, primary: str, alpha: float) -> dict[str, Any]:
     """Structured verdicts plus the sentences that state them (one list per dataset/model)."""
+    random_sets = set(summary.loc[summary["random_weights"].astype(bool), "feature_set"]) if "random_weights" in summary else set()
     records: list[dict[str, Any]] = []
     t = tests[tests["metric"] == primary] if not tests.empty else tests
     datasets = sorted(set(summary["dataset"]))
@@ -66,8 +67,9 @@ def compute_answer(tests: pd.DataFrame, summary: pd.DataFrame, primary: str, alp
             tested = int(content["p_wilcoxon"].notna().sum())
             rec.update(n_controls=len(content), n_tested=tested, real_beats_control=wins, control_beats_real=losses)
             for _, row in content.iterrows():
+                rw = " (from a random-weight extractor)" if row["a_fs"] in random_sets else ""
                 rec["sentences"].append(
-                    f"On {ds}, {model} with real features {row['a_fs']} {_verb(row)} the {row['b_fs']} control "
+                    f"On {ds}, {model} with real features {row['a_fs']}{rw} {_verb(row)} the {row['b_fs']} control "
                     f"({evidence(row)})."
                 )
             if len(content) == 0:

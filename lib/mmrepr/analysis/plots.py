@@ -28,7 +28,7 @@ def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> dict[str, Path]:
     for fmt in ("png", "svg"):
         path = out_dir / f"{_safe(name)}.{fmt}"
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight")
+            fig.savefig(tmp, format=fmt, dpi=100)
         paths[fmt] = path
     plt.close(fig)
     return paths
@@ -40,12 +40,18 @@ def stars(p: float) -> str:
     return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "n.s."
 
 
-def grouped_bars(intervals: pd.DataFrame, out_dir: Path, dataset: str, metrics: list[str]) -> dict[str, Path] | None:
-    """Mean test metric per model (x) and feature set (hue), 95% bootstrap CI whiskers."""
+def grouped_bars(intervals: pd.DataFrame, out_dir: Path, dataset: str, metrics: list[str],
+                 random_sets: set[str] | frozenset[str] = frozenset()) -> dict[str, Path] | None:
+    """Mean test metric per model (x) and feature set (hue), 95% bootstrap CI whiskers.
+
+    Feature sets from random-weight (offline) extractors are labelled so in the legend.
+    """
     d = intervals[(intervals["dataset"] == dataset) & intervals["metric"].isin(metrics)].copy()
     if d.empty:
         return None
-    d["feature_set"] = d["feature_set"].replace("", "(none)")
+    d["feature_set"] = d["feature_set"].map(
+        lambda fs: "(none)" if not fs else f"{fs} (random weights)" if fs in random_sets else fs
+    )
     models = list(dict.fromkeys(d.sort_values(["feature_set", "model"])["model"]))
     hues = sorted(d["feature_set"].unique(), key=lambda s: (s != "(none)", s))
     palette = dict(zip(hues, sns.color_palette("tab20", len(hues))))
@@ -86,7 +92,7 @@ def content_use(tests: pd.DataFrame, out_dir: Path, dataset: str, metric: str) -
         return None
     t = t.sort_values(["a_model", "b_fs"]).reset_index(drop=True)
     labels = [f"{r.a_model}: {r.a_fs} − {r.b_fs}" for r in t.itertuples()]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(t) + 1.5))
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(t) + 1.5), layout="constrained")
     colors = sns.color_palette("deep")  # [2] green, [3] red
     y = np.arange(len(t))
     col = [colors[2] if (s and d > 0) else colors[3] if (s and d < 0) else "grey"
@@ -133,7 +139,7 @@ def lvlm_quality(quality: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, me
     if not rows:
         return None
     d = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
     sns.scatterplot(data=d, x="quality", y="accuracy", hue="lvlm", style="dataset", s=70, ax=ax)
     for r in d.itertuples():
         ax.annotate(r.lvlm, (r.quality, r.accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -182,7 +188,7 @@ def keyword_distributions(inp: Inputs, out_dir: Path) -> dict[str, Path] | None:
         rows.append((fs, share, per_item))
     if not rows:
         return None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     for fs, share, per_item in rows:
         ax1.plot(np.arange(1, len(share) + 1), share, marker=".", lw=1, label=fs)
         sns.histplot(per_item, discrete=True, element="step", fill=False, ax=ax2, label=fs)
@@ -217,7 +223,7 @@ def planted_vs_measured(weights: dict[str, float], tests: pd.DataFrame, inp: Inp
         return w / total
 
     d = t.assign(planted=t["a_fs"].map(share), gain=t["diff"])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]})
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]}, layout="constrained")
     wdf = pd.DataFrame({"component": [k.replace("_weight", "") for k in weights], "weight": list(weights.values())})
     sns.barplot(data=wdf, x="component", y="weight", ax=ax1, color="steelblue")
     ax1.set_title("planted utility weights (ground truth)", fontsize=10)

@@ -93,9 +93,10 @@ def run_analysis(P, out_dir: Path | None = None) -> AnalysisResult:
     figs: dict[str, dict[str, Path]] = {}
     fig_dir = out / "figures"
     weights = planted_weights(load_truth(run_dir), P.data.synthetic.model_dump() if P.data.synthetic else None)
+    random_sets = {fs for fs, m in inp.feature_meta.items() if m.get("random_weights")}
     for ds in sorted(set(summary["dataset"])):
         for key, made in (
-            (f"bars_{ds}", plots.grouped_bars(intervals, fig_dir, ds, labels)),
+            (f"bars_{ds}", plots.grouped_bars(intervals, fig_dir, ds, labels, random_sets)),
             (f"content_use_{ds}", plots.content_use(tests, fig_dir, ds, primary) if not tests.empty else None),
             (
                 f"planted_vs_measured_{ds}",
