@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmrepr.models.base import EmbeddingRecommender, multimodal_features
-from mmrepr.models.graphs import scipy_to_torch, sym_norm_adjacency
+from mmrepr.models.graphs import FixedSparse, scipy_to_torch, sym_norm_adjacency
 from mmrepr.models.lightgcn import propagate_mean
 
 
@@ -67,7 +67,7 @@ class BM3(EmbeddingRecommender):
             setattr(net, f"{key}_trs", trs)
             self.modalities.append(key)
         self.net = net
-        self.adj = scipy_to_torch(sym_norm_adjacency(self._train_csr), dev)
+        self.adj = FixedSparse(scipy_to_torch(sym_norm_adjacency(self._train_csr), dev), symmetric=True)
 
     def _forward(self):
         out = propagate_mean(self.adj, torch.cat([self.net.user, self.net.item]), self.n_layers)

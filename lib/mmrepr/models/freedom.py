@@ -18,9 +18,11 @@ import torch.nn.functional as F
 
 from mmrepr.models.base import EmbeddingRecommender, effective_top_k, multimodal_features
 from mmrepr.models.graphs import (
+    FixedSparse,
     edge_normalised_values,
     freedom_knn_graph,
     scipy_to_torch,
+    spmm,
     sym_norm_adjacency,
     to_sparse,
 )
@@ -80,8 +82,8 @@ class FREEDOM(EmbeddingRecommender):
             rows, cols, vals = torch.cat([rv, rt]), torch.cat([cv, ct]), torch.cat([wv * vv, (1 - wv) * vt])
         else:
             rows, cols, vals = next(iter(graphs.values()))
-        self.mm_adj = to_sparse(rows, cols, vals, n).coalesce()
-        self.norm_adj = scipy_to_torch(sym_norm_adjacency(self._train_csr), dev)
+        self.mm_adj = FixedSparse(to_sparse(rows, cols, vals, n))
+        self.norm_adj = FixedSparse(scipy_to_torch(sym_norm_adjacency(self._train_csr), dev), symmetric=True)
         coo = self._train_csr.tocoo()
         self.edge_users = torch.from_numpy(coo.row.astype("int64")).to(dev)
         self.edge_items = torch.from_numpy(coo.col.astype("int64")).to(dev)
@@ -99,12 +101,14 @@ class FREEDOM(EmbeddingRecommender):
         vals = edge_normalised_values(ku, ki, self.num_users, self.num_items)
         ki = ki + self.num_users
         nn_ = self.num_users + self.num_items
-        self.masked_adj = to_sparse(torch.cat([ku, ki]), torch.cat([ki, ku]), torch.cat([vals, vals]), nn_).coalesce()
+        self.masked_adj = FixedSparse(
+            to_sparse(torch.cat([ku, ki]), torch.cat([ki, ku]), torch.cat([vals, vals]), nn_), symmetric=True
+        )
 
     def _forward(self, adj):
         h = self.net.item
         for _ in range(self.n_mm_layers):
-            h = torch.sparse.mm(self.mm_adj, h)
+            h = spmm(self.mm_adj, h)
         out = propagate_mean(adj, torch.cat([self.net.user, self.net.item]), self.n_ui_layers)
         return out[: self.num_users], out[self.num_users :] + h
 

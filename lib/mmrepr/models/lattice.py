@@ -19,10 +19,11 @@ import torch.nn.functional as F
 
 from mmrepr.models.base import EmbeddingRecommender, effective_top_k, multimodal_features
 from mmrepr.models.graphs import (
-    knn_indices,
+    FixedSparse,
     lattice_knn_graph,
     mean_norm_adjacency_self_loops,
     scipy_to_torch,
+    spmm,
     sym_normalise,
     to_sparse,
 )
@@ -80,7 +81,7 @@ class LATTICE(EmbeddingRecommender):
             self.modalities.append(key)
         net.modal_weight = nn.Parameter(torch.tensor([0.5, 0.5]))
         self.net = net
-        self.adj = scipy_to_torch(mean_norm_adjacency_self_loops(self._train_csr), dev)
+        self.adj = FixedSparse(scipy_to_torch(mean_norm_adjacency_self_loops(self._train_csr), dev))
         self._item_adj = None
         self._build_graph = True
 
@@ -114,11 +115,12 @@ class LATTICE(EmbeddingRecommender):
     def _forward(self, build: bool):
         if build or self._item_adj is None:
             self._item_adj = self.item_graph()
-        else:
-            self._item_adj = self._item_adj.detach()
+        elif not isinstance(self._item_adj, FixedSparse):
+            # later batches of the epoch: same graph, no gradient (reference: .detach())
+            self._item_adj = FixedSparse(self._item_adj)
         h = self.net.item
         for _ in range(self.n_layers):
-            h = torch.sparse.mm(self._item_adj, h)
+            h = spmm(self._item_adj, h)
         out = propagate_mean(self.adj, torch.cat([self.net.user, self.net.item]), self.n_ui_layers)
         ue, ie = out[: self.num_users], out[self.num_users :]
         return ue, ie + F.normalize(h, p=2, dim=1)

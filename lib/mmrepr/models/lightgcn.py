@@ -13,14 +13,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmrepr.models.base import EmbeddingRecommender
-from mmrepr.models.graphs import scipy_to_torch, sym_norm_adjacency
+from mmrepr.models.graphs import FixedSparse, scipy_to_torch, spmm, sym_norm_adjacency
 
 
 def propagate_mean(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
     """mean(E, AE, A^2E, ..., A^L E): the LightGCN layer combination."""
     out, h = ego, ego
     for _ in range(n_layers):
-        h = torch.sparse.mm(adj, h)
+        h = spmm(adj, h)
         out = out + h
     return out / (n_layers + 1)
 
@@ -44,7 +44,7 @@ class LightGCN(EmbeddingRecommender):
         self.n_layers = int(n_layers)
 
     def _build(self, train_set):
-        self.adj = scipy_to_torch(sym_norm_adjacency(self._train_csr), self._device)
+        self.adj = FixedSparse(scipy_to_torch(sym_norm_adjacency(self._train_csr), self._device), symmetric=True)
         self.net = nn.Module()
         self.net.user = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, self.k)))
         self.net.item = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_items, self.k)))
