@@ -256,7 +256,8 @@ class FitbParser:
         if _REFUSAL.search(t) or (nulls and all(
             raw[i] is not None and raw[i].strip().lower() in _NULL_VALUES for i in range(5) if values[i] is None
         ) and filled == 0):
-            return ParsedAnswer(values, STATUS_REFUSAL, f"refusal or no content; missing {missing}", notes)
+            # A refusal's words are not keywords: no slot keeps a value.
+            return ParsedAnswer([None] * 5, STATUS_REFUSAL, f"refusal or no content; missing {missing}", notes)
         if filled == 0:
             return ParsedAnswer(values, STATUS_UNPARSED, "no slot recognised", notes)
         why = []

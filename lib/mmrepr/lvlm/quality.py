@@ -106,9 +106,8 @@ def hard_examples(parsed: pd.DataFrame, answers: pd.DataFrame, n: int = 10, seed
         return hard
     hard["answer"] = hard["asin"].map(texts).astype(str).str.slice(0, 200)
     hard["_key"] = hard["status"] + "|" + hard["notes"]
-    picked = hard.groupby("_key", group_keys=False).apply(
-        lambda g: g.sample(min(len(g), max(1, n // 4)), random_state=seed)
-    )
+    shuffled = hard.sample(frac=1.0, random_state=seed)
+    picked = shuffled.groupby("_key", sort=True).head(max(1, n // 4)).sort_values("_key")
     return picked.drop(columns="_key").head(n).reset_index(drop=True)
 
 
