@@ -181,7 +181,8 @@ def build_report(P) -> Path:
             f'<figcaption>{_e(key)} — <a href="analysis/{_e(f["png"])}">PNG</a>{svg}</figcaption></figure>'
         )
     table_html = []
-    for name, paths in index.get("tables", {}).items():
+    order = {n: i for i, n in enumerate(("main", "controls", "keywords", "baselines"))}
+    for name, paths in sorted(index.get("tables", {}).items(), key=lambda kv: (order.get(kv[0], 99), kv[0])):
         frag = report_dir / "analysis" / paths["html"]
         body = frag.read_text(encoding="utf-8") if frag.is_file() else ""
         table_html.append(
