@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 from tqdm.auto import tqdm
 
 METRICS = ("Recall", "nDCG", "HR", "nDCG_graded")
@@ -207,7 +208,12 @@ def evaluate(
             S = np.concatenate([S, pad.astype(S.dtype)], axis=1)
         elif S.shape[1] > n_items:
             S = S[:, :n_items]
-        F = S.astype(np.float64, copy=True)
+        # Work copy in the model's float dtype (ints -> float64): orders and ties unchanged.
+        if np.issubdtype(S.dtype, np.floating):
+            wdt = S.dtype
+        else:  # integer scores (MostPop counts): float32 is exact below 2^24
+            wdt = np.float32 if S.size == 0 or np.abs(S).max() < 2**24 else np.float64
+        F = S.astype(wdt, copy=True)
         if np.isnan(F).any():
             bad = int(u[np.isnan(F).any(axis=1)][0])
             raise ValueError(f"score_fn returned NaN scores (first user index {bad})")
@@ -220,12 +226,13 @@ def evaluate(
         rr, rc, rv = R.row, R.col, R.data
         n_rel = np.bincount(rr, minlength=b)
         kk = min(K, n_items)
-        top = np.argpartition(-F, kk - 1, axis=1)[:, :kk]
-        top_scores = np.take_along_axis(F, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
+        # torch.topk: unlike np.argpartition it stays fast on rows full of ties (MostPop);
+        # the order among ties is irrelevant here (tie-sensitive users are re-ranked below).
+        vals_t, idx_t = torch.from_numpy(F).topk(kk, dim=1, largest=True, sorted=True)
         ranked = np.full((b, K), -1, dtype=np.int64)
-        ranked[:, :kk] = np.take_along_axis(top, order, axis=1)
-        s_k = np.take_along_axis(top_scores, order, axis=1)[:, -1]
+        ranked[:, :kk] = idx_t.numpy()
+        s_sorted = vals_t.numpy()
+        s_k = s_sorted[:, -1]
 
         # Users whose metrics may depend on tie-breaking (see module docstring).
         rel_scores = F[rr, rc]
@@ -246,9 +253,13 @@ def evaluate(
             n_fallback += 1
 
         # Gains of the ranked items.
-        Rd = np.zeros((b, n_items + 1))  # last column: padding for ranked == -1
-        Rd[rr, rc] = rv
-        grades = Rd[np.arange(b)[:, None], ranked]
+        # Look the ranked (user, item) pairs up among the relevant ones (sorted keys).
+        rel_keys = rr.astype(np.int64) * (n_items + 1) + rc
+        srt = np.argsort(rel_keys, kind="stable")
+        rel_keys, rel_vals = rel_keys[srt], rv[srt].astype(np.float64)
+        q = np.arange(b)[:, None] * (n_items + 1) + np.where(ranked < 0, n_items, ranked)
+        pos = np.minimum(np.searchsorted(rel_keys, q), max(len(rel_keys) - 1, 0))
+        grades = np.where(rel_keys[pos] == q, rel_vals[pos], 0.0) if len(rel_keys) else np.zeros(q.shape)
         hits = grades > 0
         graded = _graded_gain(grades, split.threshold)
         # Ideal graded DCG: each user's relevant gains, sorted descending, first K.
