@@ -33,6 +33,8 @@ CORNAC_STATE = {
     "VBPR": ("beta_item", "gamma_user", "gamma_item", "theta_user", "emb_matrix", "beta_prime",
              "theta_item", "visual_bias"),
 }
+# Our models that call epoch_callback once at the end of fit (nothing to select).
+NON_ITERATIVE = {"Random", "AttributeItemKNN"}
 # The attribute that sets how many epochs one ``fit`` call runs.
 CORNAC_EPOCH_ATTR = {"BPR": "max_iter", "VBPR": "n_epochs"}
 
@@ -126,8 +128,10 @@ def train_epochwise(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Model is already fitted")
         if hasattr(model, "epoch_callback"):
+            iterative = _cls(model) not in NON_ITERATIVE
+
             def callback(m, epoch: int) -> bool:
-                if epoch % eval_every == 0 or epoch == n_epochs:
+                if iterative and (epoch % eval_every == 0 or epoch == n_epochs):
                     return record(epoch)
                 return False
 
@@ -135,6 +139,8 @@ def train_epochwise(
             model.epoch_callback = callback
             model.fit(train_set, val_set)
             model.epoch_callback = None
+            if not log.evaluations:  # non-iterative model (kNN, Random): no epochs to select
+                record(0)
         elif _cls(model) in CORNAC_EPOCH_ATTR:
             attr = CORNAC_EPOCH_ATTR[_cls(model)]
             done = 0
