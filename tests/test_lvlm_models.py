@@ -268,3 +268,30 @@ def test_killed_run_resumes(tmp_path, qwen):
         gen.position = "answer_eos"
     assert res2.summary["timing_last_call"]["chunks_resumed"] == 0
     assert not np.allclose(res2.embedding.matrices["visual"], res.embedding.matrices["visual"])
+
+
+def test_qwen2_vl_size_presets_match_released_shapes():
+    from mmrepr.lvlm.families import _tiny_qwen2_vl, train_tokenizer
+
+    tok = train_tokenizer(get_family("qwen2_vl"))
+    cfg, ip, _ = _tiny_qwen2_vl(tok, 64, 2, preset="7b")
+    t, v = cfg.text_config, cfg.vision_config
+    assert (t.hidden_size, t.num_hidden_layers, t.intermediate_size, t.num_attention_heads) == (3584, 28, 18944, 28)
+    assert (v.depth, v.embed_dim, v.hidden_size) == (32, 1280, 3584)
+    assert sum(t.rope_parameters["mrope_section"]) == t.hidden_size // t.num_attention_heads // 2
+    with pytest.raises(ValueError, match="preset"):
+        _tiny_qwen2_vl(tok, 64, 2, preset="70b")
+
+
+def test_bench_cli_writes_numbers(tmp_path, capsys):
+    import json
+
+    from mmrepr.bench.lvlm import main
+
+    out = tmp_path / "b.json"
+    assert main(["--n", "4", "--n-single", "2", "--batch-size", "2", "--max-new-tokens", "3", "--threads", "1",
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["random_weights"] is True and res["batched"]["items"] == 4 and res["single"]["items"] == 2
+    assert 2 <= res["batched"]["tokens"] <= 4 * 3 and res["batched"]["items_per_s"] > 0
+    assert "items/s" in capsys.readouterr().out
