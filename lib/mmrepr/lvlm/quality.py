@@ -90,7 +90,7 @@ def freetext_table(answers: dict[str, pd.DataFrame], max_words: int = 30) -> pd.
             "lvlm": name,
             "rows": int(len(t)),
             "empty": int((t == "").sum()),
-            "refusal_%": 100 * float(t.str.contains(_REFUSAL).mean()) if len(t) else 0.0,
+            "refusal_%": 100 * float(t.map(lambda x: bool(_REFUSAL.search(x))).mean()) if len(t) else 0.0,
             "mean_words": float(words.mean()) if len(t) else 0.0,
             f"within_{max_words}_words_%": 100 * float((words <= max_words).mean()) if len(t) else 0.0,
             "distinct_answers_%": 100 * float(t.nunique() / max(len(t), 1)),
