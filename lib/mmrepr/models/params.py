@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -34,4 +36,9 @@ class TrainParams(Strict):
     seeds: list[int] = Field(default_factory=lambda: [123])
     rating_threshold: float = 4.0
     cutoffs: list[int] = Field(default_factory=lambda: [20])
-    selection_metric: str = "Recall@20"
+    selection_metric: str = Field("Recall@20", pattern=r"^(Recall|nDCG|HR|nDCG_graded)@[1-9][0-9]*$")
+    # Which training items leave the candidate list: "positives" (rating >= threshold; what
+    # Cornac's ranking_eval does, our reference) or "all" training interactions (Elliot).
+    mask_train: Literal["positives", "all"] = "positives"
+    # Users scored per block by the evaluator (memory ~ eval_chunk_size x n_items x 8 bytes).
+    eval_chunk_size: int = Field(1024, ge=1)
