@@ -407,3 +407,16 @@ def test_clone_keeps_model_settings():
     model = small(FREEDOM, dropout=0.9, mm_image_weight=0.2)
     c = model.clone({"learning_rate": 0.5})
     assert (c.dropout, c.mm_image_weight, c.learning_rate, c.k) == (0.9, 0.2, 0.5, 8)
+
+
+def test_deepcopy_shares_the_callback_and_keeps_scores():
+    import copy
+
+    m = tiny()
+    model = small(LightGCN, n_epochs=2)
+    marker = []
+    model.epoch_callback = lambda mdl, e: marker.append(e) or False
+    model.fit(m.train_set)
+    dup = copy.deepcopy(model)
+    assert dup.epoch_callback is model.epoch_callback
+    np.testing.assert_array_equal(dup.score_users(np.arange(6)), model.score_users(np.arange(6)))

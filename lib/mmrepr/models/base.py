@@ -195,6 +195,8 @@ class MMReprRecommender(Recommender):
         self.seed = int(seed) if seed is not None else None
         self.device = device
         self.epoch_callback = None
+        # Cornac's __deepcopy__/save skip these: the callback may close over an evaluator.
+        self.ignored_attrs = list(self.ignored_attrs) + ["epoch_callback"]
         self.epochs_run = 0
         self.loss_history: list[float] = []
         self.diverged = False
@@ -265,8 +267,8 @@ class MMReprRecommender(Recommender):
         raise NotImplementedError
 
     def __deepcopy__(self, memo):
-        # Cornac's __deepcopy__ skips train_set; the callback may hold a closure over the
-        # evaluator, which must not be deep-copied either.
+        # Cornac's __deepcopy__ skips ignored_attrs (train_set, ..., epoch_callback); the copy
+        # shares the callback instead of deep-copying whatever it closes over.
         result = Recommender.__deepcopy__(self, memo)
         result.epoch_callback = self.epoch_callback
         return result

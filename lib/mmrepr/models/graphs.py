@@ -149,6 +149,20 @@ class FixedSparse:
     def to_dense(self) -> torch.Tensor:
         return self.a.to_dense()
 
+    def __deepcopy__(self, memo):
+        # torch cannot deep-copy sparse CSR tensors; rebuild them from copied parts.
+        def copy_csr(m):
+            return torch.sparse_csr_tensor(
+                m.crow_indices().clone(), m.col_indices().clone(), m.values().clone(), m.shape,
+                check_invariants=False,
+            )
+
+        new = object.__new__(FixedSparse)
+        new.shape = self.shape
+        new.a = copy_csr(self.a)
+        new.at = new.a if self.at is self.a else copy_csr(self.at)
+        return new
+
 
 class _FixedSpMM(torch.autograd.Function):
     @staticmethod
