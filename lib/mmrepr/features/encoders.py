@@ -177,8 +177,8 @@ class Encoder:
             return
         from mmrepr.features.tokenizers_local import local_tokenizer
 
-        kind = "bpe" if spec.family == "clip_text" else "wordpiece"
-        vocab = int(self.config_overrides.get("vocab_size", 49408 if kind == "bpe" else 30527))
+        kind = "clip" if spec.family == "clip_text" else "wordpiece"
+        vocab = int(self.config_overrides.get("vocab_size", 49408 if kind == "clip" else 30527))
         folder = self.tokenizer_dir or Path(".")
         path = folder / f"{spec.name}-{kind}-{vocab}.json"
         self._tokenizer, self._tokenizer_sha = local_tokenizer(path, kind, self.train_texts or [], vocab, max_len)

@@ -92,7 +92,7 @@ EXTRACTORS: dict[str, ExtractorSpec] = {
         layer="text pooler output (EOS token after final layer norm)",
         pooling="text projection (CLIPModel.get_text_features)",
         dim=768,
-        preprocessing={"field": "description", "tokenizer": "CLIP BPE", "max_length": 77, "truncation": True},
+        preprocessing={"field": "description", "tokenizer": "CLIP BPE (offline: local WordPiece)", "max_length": 77, "truncation": True},
     ),
     "sbert": ExtractorSpec(
         name="sbert",
@@ -102,7 +102,7 @@ EXTRACTORS: dict[str, ExtractorSpec] = {
         layer="last hidden state",
         pooling="attention-masked mean, then L2 normalisation (as the Sentence-BERT model card)",
         dim=768,
-        preprocessing={"field": "description", "tokenizer": "MPNet WordPiece", "max_length": 384, "truncation": True},
+        preprocessing={"field": "description", "tokenizer": "MPNet WordPiece (offline: local WordPiece)", "max_length": 384, "truncation": True},
     ),
     "minilm": ExtractorSpec(
         name="minilm",

@@ -1,77 +1,80 @@
-"""Tokenizers trained here, on the item texts, for offline (random-weight) text models.
+"""Tokenizers built here, from the item texts, for offline (random-weight) text models.
 
-Without the hub there is no MPNet or CLIP vocabulary; a tokenizer of the same kind
-(WordPiece for MPNet, byte-level BPE for CLIP) is trained with Hugging Face ``tokenizers``
-on the catalogue's descriptions. It is saved once under the features cache and reused, so
-a later edit of one description does not change the vocabulary (and so does not
-invalidate every cached text embedding).
+Without the hub there is no MPNet or CLIP vocabulary, so a WordPiece tokenizer (Hugging
+Face ``tokenizers``: BERT normaliser and pre-tokenizer, greedy longest-match WordPiece
+model) is built from the catalogue's descriptions: every character, as a word start and as
+a ``##`` continuation, plus the most frequent words (ties broken alphabetically). We count
+the vocabulary ourselves because the library's WordPiece/BPE trainers break ties between
+equally frequent merges in hash-map order, which differs from run to run; this one is
+deterministic. The MPNet tokenizer wraps it in ``[CLS] … [SEP]``, the CLIP one in
+``<|startoftext|> … <|endoftext|>``.
+
+It is saved once under the features cache and reused, so a later edit of one description
+does not change the vocabulary (and so does not invalidate every cached text embedding).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Literal
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 from mmrepr.io import atomic_path
 
-WORDPIECE_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
-BPE_SPECIALS = {"pad": "<|endoftext|>", "unk": "<|endoftext|>", "bos": "<|startoftext|>", "eos": "<|endoftext|>"}
+SPECIALS = {
+    "wordpiece": {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"},
+    "clip": {"pad_token": "<|endoftext|>", "unk_token": "[UNK]", "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>"},
+}
 
 
-def _train_wordpiece(texts: Iterable[str], vocab_size: int) -> Tokenizer:
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=list(WORDPIECE_SPECIALS.values()), show_progress=False
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+def build_wordpiece(texts: Iterable[str], vocab_size: int, kind: Literal["wordpiece", "clip"] = "wordpiece") -> Tokenizer:
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter()
+    chars: Counter[str] = Counter()
+    for text in texts:
+        for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)):
+            words[w] += 1
+            chars.update(w)
+    specials = list(dict.fromkeys(SPECIALS[kind].values()))
+    by_freq = lambda c: (-c[1], c[0])  # noqa: E731
+    alphabet = [c for c, _ in sorted(chars.items(), key=by_freq)]
+    base = specials + alphabet + ["##" + c for c in alphabet]
+    budget = max(0, vocab_size - len(base))
+    frequent = [w for w, _ in sorted(words.items(), key=by_freq) if len(w) > 1][:budget]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(base + frequent))}
+    if len(vocab) > vocab_size:  # an alphabet larger than the budget: keep the frequent part
+        vocab = {t: i for i, t in enumerate(list(vocab)[:vocab_size])}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
+    if kind == "wordpiece":
+        single, first, last = "[CLS] $A [SEP]", "[CLS]", "[SEP]"
+    else:
+        single, first, last = "<|startoftext|> $A <|endoftext|>", "<|startoftext|>", "<|endoftext|>"
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+        single=single, special_tokens=[(first, vocab[first]), (last, vocab[last])]
     )
     tok.decoder = decoders.WordPiece()
     return tok
 
 
-def _train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<|startoftext|>", "<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    bos, eos = tok.token_to_id("<|startoftext|>"), tok.token_to_id("<|endoftext|>")
-    tok.post_processor = processors.TemplateProcessing(
-        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", bos), ("<|endoftext|>", eos)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    return tok
-
-
 def local_tokenizer(
-    path: Path, kind: Literal["wordpiece", "bpe"], texts: list[str], vocab_size: int, max_length: int
+    path: Path, kind: Literal["wordpiece", "clip"], texts: list[str], vocab_size: int, max_length: int
 ) -> tuple[PreTrainedTokenizerFast, str]:
-    """Load the tokenizer saved at ``path`` or train and save it: ``(tokenizer, sha256 of its file)``."""
+    """Load the tokenizer saved at ``path`` or build and save it: ``(tokenizer, sha256 of its file)``."""
     path = Path(path)
     if not path.is_file():
         corpus = [t for t in texts if t and t.strip()] or ["empty"]
-        tok = _train_wordpiece(corpus, vocab_size) if kind == "wordpiece" else _train_bpe(corpus, vocab_size)
+        tok = build_wordpiece(corpus, vocab_size, kind)
         with atomic_path(path) as tmp:
             tok.save(str(tmp))
     raw = path.read_bytes()
-    specials = WORDPIECE_SPECIALS if kind == "wordpiece" else BPE_SPECIALS
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(raw.decode("utf-8")),
-        model_max_length=max_length,
-        **{f"{k}_token": v for k, v in specials.items()},
+        tokenizer_object=Tokenizer.from_str(raw.decode("utf-8")), model_max_length=max_length, **SPECIALS[kind]
     )
     return fast, hashlib.sha256(raw).hexdigest()
