@@ -163,3 +163,21 @@ def test_bad_feature_matrices_are_clear_errors():
     # stage 2's missing_policy=drop: missing items get zero rows, counted.
     ok = align_feature_set(_fs(meta={"missing_policy": "drop"}), ["a", "zz"])
     assert ok.n_missing_zeroed == 1 and not ok.matrices["visual"][1].any()
+
+
+@pytest.mark.slow
+def test_notebook_04_runs_on_a_toy_run(tmp_path):
+    import nbformat
+    import papermill as pm
+
+    P = _params(tmp_path, multimodal_models=["VBPR", "FREEDOM"], baselines=["MostPop", "AttributeItemKNN"],
+                feature_sets=["real", "noise_gaussian_real"], attribute_feature_sets=["attrs"])
+    make_toy_run(P.run_dir)
+    root = search.Path(__file__).resolve().parents[1]
+    out = tmp_path / "04.ipynb"
+    pm.execute_notebook(str(root / "notebooks" / "04_train.ipynb"), str(out), cwd=str(root / "notebooks"),
+                        parameters=dict(params_file="toy", params=P.model_dump(mode="json")), progress_bar=False)
+    text = "".join(str(o.get("text", "")) for c in nbformat.read(out, 4).cells if c.cell_type == "code"
+                   for o in c.outputs)
+    assert "real vs noise_gaussian_real" in text or "vs noise_gaussian_real" in text
+    assert (P.run_dir / "train" / "best.parquet").is_file()

@@ -147,6 +147,31 @@ def planned_models(train) -> tuple[list[str], list[str], list[str]]:
     return mm, bl, missing
 
 
+def missing_inputs(P) -> list[str]:
+    """Feature sets the params name that stages 2/3 have not (completely) written."""
+    from mmrepr.features.store import list_feature_sets
+
+    have = set(list_feature_sets(P.run_dir))
+    wanted = list(P.train.feature_sets) + list(P.train.attribute_feature_sets)
+    return [n for n in wanted if n not in have]
+
+
+def control_pairs(P) -> dict[str, list[str]]:
+    """real feature set -> the control sets (noise, shuffled) made from it, among train.feature_sets."""
+    from mmrepr.features.store import features_dir
+
+    out: dict[str, list[str]] = {}
+    for name in P.train.feature_sets:
+        meta_p = features_dir(P.run_dir) / name / "meta.json"
+        if not meta_p.is_file():
+            continue
+        meta = read_json(meta_p)
+        ref = meta.get("reference")
+        if meta.get("kind", "real") != "real" and ref in P.train.feature_sets:
+            out.setdefault(ref, []).append(name)
+    return out
+
+
 # ---- one cell --------------------------------------------------------------------------
 
 
@@ -187,7 +212,8 @@ def _attach(ctx: Context, model: str, feature_set: str) -> dict:
     info: dict = {}
     if spec.needs == "features":
         al = _features_for(ctx, feature_set)
-        info = dict(feature_kind=al.meta.get("kind", "real"), random_weights=bool(al.meta.get("random_weights", False)),
+        info = dict(feature_kind=al.meta.get("kind", "real"), reference=al.meta.get("reference", ""),
+                    random_weights=bool(al.meta.get("random_weights", False)),
                     n_missing_zeroed=al.n_missing_zeroed, roles=sorted(al.matrices))
         if ctx.attached != key:
             attach_features(ctx.method, al, concat_for_single_matrix=spec.concat_modalities)

@@ -61,7 +61,7 @@ def make_toy_run(run_dir: Path, n_users: int = 80, n_items: int = 60, per_user: 
     save_feature_set(run_dir, FeatureSet("noise_gaussian_real", items + ["cold_item"],
                                          {"visual": rng.standard_normal((n_items + 1, n_clusters)).astype(np.float32),
                                           "textual": rng.standard_normal((n_items + 1, 8)).astype(np.float32)},
-                                         {"kind": "noise_gaussian"}))
+                                         {"kind": "noise_gaussian", "reference": "real"}))
     save_feature_set(run_dir, FeatureSet("text_only", items, {"textual": txt}, {"kind": "real"}))
     save_feature_set(run_dir, FeatureSet("attrs", items, {"attributes": onehot}, {"kind": "real"}))
     return run_dir
