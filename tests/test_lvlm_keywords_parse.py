@@ -68,6 +68,11 @@ SHAPES = [
      ["Cornbread", "American", "Corn", "Sweet", "Breakfast"], STATUS_REPAIRED),
     ("Thai Green Curry {Dish Type} {Cuisine} {Thai} {Primary Ingredient} {Coconut Milk} [Flavor Profile] {Spicy} [Meal Type] {Dinner}.",
      ["Thai Green Curry", "Thai", "Coconut Milk", "Spicy", "Dinner"], STATUS_REPAIRED),
+    # label without its space (qwen3vl-4b); value before an empty label (phi35vl)
+    ("[Dish Type] {Stew} [Cuisine] {Southern} [Primary Ingredient] {Beans} [Flavor Profile] {Sweet and Savory} [MealType] {Dinner}",
+     ["Stew", "Southern", "Beans", "Sweet and Savory", "Dinner"], STATUS_REPAIRED),
+    ("French toast [Dish Type] [Cuisine] [French] [Primary Ingredient] [Bread] [Flavor Profile] [Sweet] [Meal Type] [Breakfast].",
+     ["French toast", "French", "Bread", "Sweet", "Breakfast"], STATUS_REPAIRED),
     # quoted label (phi35vl)
     ("['Dish Type'] {Fries} [Cuisine] {French} [Primary Ingredient] {Potato} [Flavor Profile] {Spicy} [Meal Type] {Snack}.",
      ["Fries", "French", "Potato", "Spicy", "Snack"], STATUS_REPAIRED),

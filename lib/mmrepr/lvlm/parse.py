@@ -93,7 +93,7 @@ class FitbParser:
         self.labels = list(labels)
         alts = []
         for i, lab in enumerate(labels):
-            words = r"\s+".join(re.escape(w) for w in lab.split())
+            words = r"\s*".join(re.escape(w) for w in lab.split())  # "MealType" too
             alts.append(f"(?P<L{i}>{words})")
         any_label = "|".join(alts)
         # A label is recognised when bracketed ([Cuisine]) anywhere, or bare (Cuisine) when it
@@ -230,12 +230,18 @@ class FitbParser:
             if len(parts) == 5:
                 stretches = [(None, [(x, True) for x in parts])]
                 notes.append("positional_list")
+        pending: list[tuple[str, bool]] = []
         for k, (start, vals) in enumerate(stretches):
             cursor = 0 if start is None else start
             nxt = next((s for s, _ in stretches[k + 1:] if s is not None and s > cursor), 5)
             if start is None and n_labels:
                 nxt = min(labelled)  # before the first label: only the slots before it
             open_slots = [i for i in range(cursor, nxt) if raw[i] is None]
+            if start is not None and not vals and pending and raw[start] is None:
+                # "French toast [Dish Type] [Cuisine] [French] …": the value came before its label.
+                vals = pending[-1:]
+                notes.append("value_before_label")
+            pending = vals if start is None and not open_slots else []
             if not vals or not open_slots:
                 continue
             free = len(open_slots)
