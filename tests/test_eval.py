@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from cornac.eval_methods import BaseMethod
-from cornac.models import BPR, MostPop, Recommender
+from cornac.models import BPR, ItemKNN, MostPop, Recommender
 
 from mmrepr.evaluation.cornac_ref import cornac_ranking_eval, per_user_array
 from mmrepr.evaluation.ranking import build_split, evaluate, split_from_cornac
@@ -48,7 +48,9 @@ def method():
 
 
 @pytest.mark.parametrize("make", [lambda: MostPop(), lambda: BPR(k=6, max_iter=3, seed=2, verbose=False),
-                                  lambda: TieModel(3), lambda: TieModel(2, seed=5)])
+                                  lambda: TieModel(3), lambda: TieModel(2, seed=5),
+                                  lambda: ItemKNN(k=3, similarity="cosine", seed=1, verbose=False),
+                                  lambda: ItemKNN(k=200, similarity="pearson", weighting="bm25", seed=1, verbose=False)])
 @pytest.mark.parametrize("which", ["val", "test"])
 def test_equals_cornac_ranking_eval(method, make, which):
     model = make().fit(method.train_set)
