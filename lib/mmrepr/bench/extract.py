@@ -65,6 +65,7 @@ def make_images(folder: Path, n: int, size: int, seed: int) -> list[str]:
     """``n`` product-photo-sized JPEGs (smooth colour field plus texture), deterministic."""
     from PIL import Image
 
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
     paths = []

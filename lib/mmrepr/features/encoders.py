@@ -16,7 +16,7 @@ import hashlib
 import logging
 import os
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -373,4 +373,4 @@ def build_encoder(
     )
 
 
-__all__ = ["Encoder", "build_encoder", "pick_device", "WeightsUnavailable", "stable_seed", "asdict"]
+__all__ = ["Encoder", "build_encoder", "pick_device", "WeightsUnavailable", "stable_seed"]

@@ -1,0 +1,111 @@
+"""Stage 2 end to end: run_features on a run folder, rerun from cache, the notebook (slow)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+from mmrepr.config import params_from_dict  # noqa: E402
+from mmrepr.features.extract import run_features  # noqa: E402
+from mmrepr.features.store import list_feature_sets, load_feature_set  # noqa: E402
+from mmrepr.io import write_parquet  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_features import make_items  # noqa: E402
+
+
+def make_run(tmp_path: Path, features: dict) -> object:
+    P = params_from_dict(
+        {
+            "profile": "t",
+            "seed": 11,
+            "runs_dir": str(tmp_path / "runs"),
+            "data": {"source": "synthetic", "synthetic": {}},
+            "features": features,
+        }
+    )
+    items = make_items(tmp_path / "img", n=12)
+    items.loc[4, "image_path"] = ""
+    inter = pd.DataFrame(
+        {"user": ["u1"] * 12, "item": items["item"], "rating": np.float32(5), "timestamp": np.arange(12), "split": "train"}
+    )
+    data = P.run_dir / "data"
+    write_parquet(items, data / "items.parquet")
+    write_parquet(inter, data / "interactions.parquet")
+    return P
+
+
+def test_run_features_writes_sets_controls_and_reruns_from_cache(tmp_path):
+    P = make_run(
+        tmp_path,
+        {
+            "sets": ["colour", "colour_minilm"],
+            "batch_size": 4,
+            "chunk_size": 5,
+            "missing_policy": "mean",
+            "controls": [
+                {"kind": "noise_gaussian", "reference": "colour_minilm"},
+                {"kind": "noise_mvn", "reference": "colour_minilm"},
+                {"kind": "shuffled", "reference": "colour_minilm", "name": "shuf"},
+            ],
+        },
+    )
+    summary = run_features(P, progress=False)
+    assert set(list_feature_sets(P.run_dir)) == {
+        "colour", "colour_minilm", "noise_gaussian_colour_minilm", "noise_mvn_colour_minilm", "shuf"
+    }
+    fs = load_feature_set(P.run_dir, "colour_minilm")
+    assert fs.item_ids == sorted(fs.item_ids) and len(fs.item_ids) == 12
+    assert fs.meta["kind"] == "real" and fs.meta["random_weights"] is False
+    assert fs.meta["missing"]["per_role"]["visual"] == {"missing": 1, "reasons": {"no_image_path": 1}, "converted": {}}
+    ext = fs.meta["extractors"]
+    assert ext["textual"]["model_id"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert ext["visual"]["items_per_s"] > 0 and ext["textual"]["peak_memory_mb"] > 0
+    ctrl = load_feature_set(P.run_dir, "noise_mvn_colour_minilm")
+    assert ctrl.meta["kind"] == "noise_mvn" and ctrl.meta["reference"] == "colour_minilm"
+    assert (P.run_dir / "features" / "summary.csv").is_file()
+    real = summary[summary["kind"] == "real"]
+    assert (real["encoded_now"] > 0).all()
+
+    again = run_features(P, progress=False)
+    assert (again.loc[again["kind"] == "real", "encoded_now"] == 0).all(), "a rerun must not encode anything"
+    fs2 = load_feature_set(P.run_dir, "colour_minilm")
+    for role in fs.matrices:
+        np.testing.assert_array_equal(fs.matrices[role], fs2.matrices[role])
+
+
+def test_unknown_set_fails_before_encoding(tmp_path):
+    P = make_run(tmp_path, {"sets": ["colour", "rn50"]})
+    with pytest.raises(KeyError, match="rn50"):
+        run_features(P, progress=False)
+    assert list_feature_sets(P.run_dir) == []
+
+
+@pytest.mark.slow
+def test_notebook_runs_on_smoke(tmp_path):
+    import papermill as pm
+    import yaml
+
+    from mmrepr.config import load_params
+    from mmrepr.data.prepare import prepare
+    from mmrepr.paths import project_root
+
+    root = project_root()
+    raw = yaml.safe_load((root / "params" / "smoke.yaml").read_text())
+    raw["runs_dir"] = str(tmp_path / "runs")
+    P = params_from_dict(raw)
+    prepare(load_params(root / "params" / "smoke.yaml", overrides={"runs_dir": str(tmp_path / "runs")}))
+    pm.execute_notebook(
+        str(root / "notebooks" / "02_feature_extraction.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        parameters={"params_file": str(root / "params" / "smoke.yaml"), "params": raw},
+        cwd=str(root / "notebooks"),
+        progress_bar=False,
+    )
+    assert set(P.features.sets) <= set(list_feature_sets(P.run_dir))
