@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmrepr.lvlm.answers import RELEASED_ANSWERS, AnswersError, read_answers
+from mmrepr.lvlm.answers import AnswersError, read_answers
 
 
 def _write(tmp_path, text, name="a.csv"):
@@ -75,7 +75,9 @@ def test_real_files(shared_data):
     assert rep.rows_read == rep.rows_out + rep.repeated_headers + rep.duplicated_asin
     df, rep = read_answers(shared_data / "baby/lvlm/qwen2vl-7b__fitb.csv")
     assert rep.columns == ["Image Name", "Keywords"] and df["asin"].str.match(r"^B0").mean() > 0.5
-    for rel in RELEASED_ANSWERS:
+    from mmrepr.data.release import RELEASE_FILES
+
+    for rel in RELEASE_FILES:
         assert (shared_data / rel).is_file(), rel
 
 
@@ -87,6 +89,6 @@ def test_resolve_recorded_checks_sha(tmp_path):
     rel = "allrecipes/lvlm/phi35vl__fitb.csv"
     (tmp_path / rel).parent.mkdir(parents=True)
     (tmp_path / rel).write_text("asin,result\n1,tampered\n")
-    P = SimpleNamespace(mirror_dir=tmp_path)
+    P = SimpleNamespace(mirror_dir=tmp_path, cache_dir=tmp_path / "cache", data=SimpleNamespace(release_base_url="http://127.0.0.1:9"))
     with pytest.raises(AnswersError, match="sha256"):
         resolve_recorded(P, SimpleNamespace(name="phi35vl__fitb", path=__import__("pathlib").Path(rel)))

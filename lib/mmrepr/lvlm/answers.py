@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mmrepr.io import sha256_file, write_csv
+from mmrepr.io import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -24,24 +24,6 @@ log = logging.getLogger(__name__)
 ID_COLUMNS = ("asin", "parent_asin", "image name", "image_name", "image", "item", "item_id", "id", "recipe_id")
 TEXT_COLUMNS = ("result", "keywords", "answer", "output", "response", "description", "text", "generated_text")
 _IMAGE_EXT = re.compile(r"\.(?:jpe?g|png|webp|gif|bmp)$", re.IGNORECASE)
-
-# The authors' released answer files: mirror path -> (path in their repository at the
-# pinned commit, sha256). Same table as ../shared/data/README.md.
-RELEASED_ANSWERS: dict[str, tuple[str, str]] = {
-    "allrecipes/lvlm/qwen2vl-7b__fitb.csv": ("extracted_outputs/allrecipes/allrecipes_qwen2_keywords.csv", "01094818ad9345a7ddf5b6034cff7ddc7f9b19b4206190b0d7abd6b6ed9b50ba"),
-    "allrecipes/lvlm/phi35vl__fitb.csv": ("extracted_outputs/allrecipes/allrecipes_phi35_keyword.csv", "b08eba85fda727c0b03ced03db72bb3ea1989485ce169f1c457235db1cb5c27b"),
-    "allrecipes/lvlm/qwen25vl-3b__fitb.csv": ("extracted_outputs/allrecipes/allrecipes_qwen_25vl_3b_keywords.csv", "c12847666377b0442f40054e4e3145a33a80f577947895038af9b07a2f4bcb3a"),
-    "allrecipes/lvlm/qwen25vl-7b__fitb.csv": ("extracted_outputs/allrecipes/allrecipes_qwen_25vl_7b_keywords.csv", "765fd91ee0e386b4967173d1e88128f0f9bdf61da606199c0dd27b0ca6e5ddff"),
-    "allrecipes/lvlm/qwen3vl-2b__fitb.csv": ("extracted_outputs/allrecipes/allrecipes_qwen_3vl_2b_keywords.csv", "b833303af2874be7f3f6b8d139d68844ea46c7cd36e5960ccf7a2323f2193bcc"),
-    "allrecipes/lvlm/qwen3vl-4b__fitb.csv": ("extracted_outputs/allrecipes/allrecipes_qwen_3vl_4b_keywords.csv", "c715c50a0b96e03d4d475d45ddaa689e523604227e42c72bf00705c8e85b7eae"),
-    "allrecipes/lvlm/qwen3vl-8b__fitb.csv": ("extracted_outputs/allrecipes/allrecipes_qwen_3vl_8b_keywords.csv", "9924a921c0b336b9121fff3038ba22a78c2709d4b91401befb0b1ce77f39619d"),
-    "allrecipes/lvlm/phi4mm__fitb.csv": ("extracted_outputs/allrecipes/allrecipes_phi_4_multimodal_keywords.csv", "8e02eff47e9f3e5b776faf65ebf90926108c423718e9150e367eb054a7f3f7ac"),
-    "allrecipes/lvlm/qwen2vl-7b__descr.csv": ("extracted_outputs/allrecipes/allrecipes_qwen_2vl_7b_descriptive.csv", "4d97142174d7fdc1e1492ae6076340bc0dd100ae460826410736ff029d5b21ca"),
-    "allrecipes/lvlm/qwen2vl-7b__mis.csv": ("extracted_outputs/allrecipes/allrecipes_qwen_2vl_7b_mis.csv", "a92a75c2ab19ba1ff5bcdcce8acf0138c9b360d290e746057a7dcbf0891953b1"),
-    "allrecipes/lvlm/phi35vl__mis.csv": ("extracted_outputs/allrecipes/allrecipes_phi_35vl_mis.csv", "fd25a827d65ba8241c71ce7b204eb041a71041ee67eaab29618a664a7487d4e2"),
-    "baby/lvlm/qwen2vl-7b__fitb.csv": ("elliot/extracted_keywords/baby_QWEN2VL_keywords.csv", "d75f4098ba191e2c142afb8d8c06cfd09636ebc345af78a507ef0cb3c7fae5ef"),
-}
-
 
 class AnswersError(ValueError):
     pass
@@ -131,7 +113,13 @@ def write_answers(df: pd.DataFrame, path: str | Path) -> None:
 
 
 def resolve_recorded(P, rec) -> Path:
-    """Local path of a recorded answers file: the mirror, else downloaded (sha256 checked)."""
+    """Local path of a recorded answers file: the mirror, else downloaded (sha256 checked).
+
+    Released files go through :func:`mmrepr.data.release.fetch_release_file` (one checksum
+    table for the whole project); an absolute path or an unreleased mirror file is read as is.
+    """
+    from mmrepr.data.release import RELEASE_FILES, ReleaseFileError, fetch_release_file
+
     rel = Path(rec.path)
     if rel.is_absolute():
         if not rel.is_file():
@@ -139,27 +127,14 @@ def resolve_recorded(P, rec) -> Path:
         return rel
     mirror = P.mirror_dir
     key = rel.as_posix()
-    if mirror is not None and (mirror / rel).is_file():
-        local = mirror / rel
-        if key in RELEASED_ANSWERS:
-            actual = sha256_file(local)
-            if actual != RELEASED_ANSWERS[key][1]:
-                raise AnswersError(f"{local}: sha256 {actual} does not match the released {RELEASED_ANSWERS[key][1]}")
-        return local
-    if key not in RELEASED_ANSWERS:
+    if key not in RELEASE_FILES:
+        if mirror is not None and (mirror / rel).is_file():
+            return mirror / rel
         raise AnswersError(
             f"lvlm.recorded {rec.name!r}: {rel} is not in the mirror ({mirror}) and is not a released "
-            f"file that can be downloaded; known: {', '.join(sorted(RELEASED_ANSWERS))}"
+            f"file that can be downloaded; known: {', '.join(sorted(RELEASE_FILES))}"
         )
-    original, sha = RELEASED_ANSWERS[key]
-    url = P.data.release_base_url.rstrip("/") + "/" + original
-    dest = P.cache_dir / "release" / key
-    if dest.is_file() and sha256_file(dest) == sha:
-        return dest
     try:
-        from mmrepr.data.download import download
-    except ImportError as exc:  # written by another engineer
-        raise AnswersError(f"{rel} must be downloaded from {url} but mmrepr.data.download is unavailable: {exc}") from exc
-    log.info("downloading %s -> %s", url, dest)
-    download(url, dest, sha256=sha)
-    return dest
+        return fetch_release_file(key, mirror, P.cache_dir, P.data.release_base_url)
+    except ReleaseFileError as exc:
+        raise AnswersError(str(exc)) from None
