@@ -109,3 +109,14 @@ def test_notebook_runs_on_smoke(tmp_path):
         progress_bar=False,
     )
     assert set(P.features.sets) <= set(list_feature_sets(P.run_dir))
+
+
+def test_tables_without_any_feature_set(tmp_path):
+    """A profile with no stage-2 sets (allrecipes) still gets its tables, empty, with their columns."""
+    from mmrepr.features import report
+
+    sets = report.sets_table(tmp_path)
+    assert sets.empty and "set" in sets.columns and "role" in sets.columns
+    report.missing_table(tmp_path)
+    report.attribute_probe(tmp_path, sorted(set(sets["set"])), [], seed=0)
+    report.embedding_maps(tmp_path, [], None, seed=0, method="pca")

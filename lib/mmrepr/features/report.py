@@ -16,8 +16,15 @@ log = logging.getLogger(__name__)
 ATTRIBUTES = ("colour", "pattern", "category", "material", "brand", "shape")
 
 
+SETS_COLUMNS = ["set", "role", "kind", "reference", "RANDOM WEIGHTS", "extractor", "model_id", "layer / pooling",
+                "shape", "mean", "std", "missing", "items/s", "peak MB", "device/dtype"]
+
+
 def sets_table(run_dir: Path) -> pd.DataFrame:
-    """One row per feature set and role: how it was made (random weights visible)."""
+    """One row per feature set and role: how it was made (random weights visible).
+
+    A profile with no stage-2 sets (allrecipes) gets an empty table with the same columns.
+    """
     rows = []
     for name in list_feature_sets(run_dir):
         fs = load_feature_set(run_dir, name)
@@ -43,7 +50,7 @@ def sets_table(run_dir: Path) -> pd.DataFrame:
                     "device/dtype": f"{ext.get('device')}/{ext.get('dtype')}" if ext else None,
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SETS_COLUMNS)
 
 
 def missing_table(run_dir: Path) -> pd.DataFrame:
@@ -141,6 +148,9 @@ def embedding_maps(run_dir: Path, sets: list[str], attribute: str | None, seed: 
         fs: FeatureSet = load_feature_set(run_dir, name)
         for role, m in fs.matrices.items():
             panels.append((name, role, fs, m))
+    if not panels:  # nothing to map (a profile without stage-2 sets)
+        print("no feature sets to map")
+        return None
     ncols = min(3, max(1, len(panels)))
     nrows = int(np.ceil(len(panels) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 4.2 * nrows), squeeze=False)
