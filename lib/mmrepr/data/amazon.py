@@ -444,6 +444,18 @@ def _examples(pairs: list[tuple[str, str]], n: int = 3) -> str:
     return "; ".join(f"{k} ({v[:100]})" for k, v in pairs[:n])
 
 
+
+def _parse_steps(kind: str, rep, rows_out: int, dup_step: str, dup_reason: str) -> list[dict]:
+    """Quality rows for reading one file: malformed lines, then duplicates."""
+    log.info("%s %s", kind, rep.summary())
+    if rep.malformed:
+        log.warning("%s", rep.summary())
+    examples = f"; e.g. {', '.join(rep.duplicate_examples[:3])}" if rep.duplicates else ""
+    return [
+        _step(f"{kind}: parse", rep.lines, rep.ok, f"malformed lines skipped; {rep.summary()}"),
+        _step(f"{kind}: {dup_step}", rep.ok, rows_out, dup_reason + examples),
+    ]
+
 def load_category(
     raw_dir: str | Path,
     category: str,
@@ -480,13 +492,7 @@ def load_category(
     # --- items
     items, mrep = read_meta(files["meta"], progress=progress)
     meta_items = set(items["item"])
-    log.info("meta %s", mrep.summary())
-    if mrep.malformed:
-        log.warning("%s", mrep.summary())
-    quality.append(_step("meta: parse", mrep.lines, mrep.ok, f"malformed lines skipped; {mrep.summary()}"))
-    quality.append(_step("meta: duplicate parent_asin", mrep.ok, len(items),
-                         "kept the first line of each parent_asin"
-                         + (f"; e.g. {', '.join(mrep.duplicate_examples[:3])}" if mrep.duplicates else "")))
+    quality += _parse_steps("meta", mrep, len(items), "duplicate parent_asin", "kept the first line of each parent_asin")
     n = len(items)
     items = items[items["image_url"].notna()]
     quality.append(_step("items without image", n, len(items), "no MAIN/large/hi_res/thumb image URL in meta"))
@@ -547,13 +553,7 @@ def load_category(
 
     # --- interactions
     inter, rrep = read_reviews(files["reviews"], max_reviews=max_reviews, progress=progress)
-    log.info("reviews %s", rrep.summary())
-    if rrep.malformed:
-        log.warning("%s", rrep.summary())
-    quality.append(_step("reviews: parse", rrep.lines, rrep.ok, f"malformed lines skipped; {rrep.summary()}"))
-    quality.append(_step("reviews: repeated (user, item)", rrep.ok, len(inter),
-                         "kept the latest review of each pair"
-                         + (f"; e.g. {', '.join(rrep.duplicate_examples[:3])}" if rrep.duplicates else "")))
+    quality += _parse_steps("reviews", rrep, len(inter), "repeated (user, item)", "kept the latest review of each pair")
     n = len(inter)
     inter = inter[inter["item"].isin(meta_items)]
     quality.append(_step("reviews of items without metadata", n, len(inter),
