@@ -108,3 +108,92 @@ def test_bad_scores_are_errors():
         evaluate(lambda u: np.array([[np.nan, 1, 2, 3]]), split)
     with pytest.raises(ValueError, match="shape"):
         evaluate(lambda u: np.zeros(4), split)
+
+
+@pytest.mark.parametrize("n,k", [(7506, 50), (1000, 20), (203, 10), (90, 20), (60, 50)])
+def test_topk_values_equals_full_topk(n, k):
+    """The two-level top-k returns exactly the values of torch.topk, ties and -inf included."""
+    import torch
+
+    from mmrepr.evaluation.ranking import topk_values
+
+    rng = np.random.default_rng(n + k)
+    rows = [
+        rng.standard_normal(n),  # continuous
+        rng.integers(0, 3, n) / 2.0,  # coarse grid: ties everywhere, also at the k-th value
+        np.zeros(n),  # one value
+        np.where(rng.random(n) < 0.97, -np.inf, rng.standard_normal(n)),  # fewer than k finite values
+        np.sort(rng.standard_normal(n)),  # the large values all at the end (leftover columns)
+        np.sort(rng.standard_normal(n))[::-1],  # ... all at the start
+    ]
+    F = torch.from_numpy(np.ascontiguousarray(np.stack(rows * 3).astype(np.float32)))
+    got = topk_values(F, k).sort(dim=1).values
+    want = F.topk(k, dim=1).values.sort(dim=1).values
+    assert torch.equal(got, want)
+    F[0, n // 2] = float("nan")
+    assert torch.isnan(topk_values(F, k)[0]).any() and not torch.isnan(topk_values(F, k)[1:]).any()
+
+
+def _coarse_split(n_users=60, n_items=400, seed=0):
+    rng = np.random.default_rng(seed)
+    train = sp.random(n_users, n_items, density=0.05, random_state=seed, data_rvs=lambda s: rng.integers(1, 6, s))
+    test = sp.random(n_users, n_items, density=0.02, random_state=seed + 1, data_rvs=lambda s: rng.integers(3, 6, s))
+    return build_split("test", train.tocsr(), test.tocsr(), threshold=4.0)
+
+
+def test_shared_row_path_equals_dense_path():
+    """A non-personalised score row broadcast to all users (MostPop's fast path) gives exactly
+    the values of the same scores passed as a dense matrix."""
+    split = _coarse_split()
+    row = np.random.default_rng(1).integers(0, 6, split.n_items).astype(np.float64)  # many ties
+    shared = evaluate(lambda u: np.broadcast_to(row, (len(u), len(row))), split, cutoffs=(1, 5, 50), chunk_size=16)
+    dense = evaluate(lambda u: np.tile(row, (len(u), 1)), split, cutoffs=(1, 5, 50), chunk_size=16)
+    assert shared.n_tie_fallback > 0
+    for key in dense.values:
+        np.testing.assert_array_equal(shared.values[key], dense.values[key])
+
+
+def test_scores_used_in_place_are_restored_and_masked_nan_is_ignored():
+    split = _coarse_split()
+    table = np.random.default_rng(2).standard_normal((split.mask.shape[0], split.n_items))
+    before = table.copy()
+    evaluate(lambda u: table[u[0] : u[-1] + 1] if np.all(np.diff(u) == 1) else table[u], split, chunk_size=7)
+    np.testing.assert_array_equal(table, before)  # masked entries were set to -inf, then restored
+    # A NaN on a masked (training) item is never ranked: not an error. On a candidate it is.
+    u0 = int(split.users[0])
+    masked_item = int(split.mask[u0].indices[0])
+    table[u0, masked_item] = np.nan
+    r = evaluate(lambda u: table[u], split)
+    np.testing.assert_array_equal(r.values[("Recall", 20)], evaluate(lambda u: before[u], split).values[("Recall", 20)])
+    candidate = int(np.setdiff1d(np.arange(split.n_items), split.mask[u0].indices)[0])
+    table[u0, candidate] = np.nan
+    with pytest.raises(ValueError, match=f"NaN.*first user index {u0}"):
+        evaluate(lambda u: table[u], split)
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate(lambda u: np.broadcast_to(table[u0], (len(u), split.n_items)), split)
+
+
+def test_batched_scores_equal_cornac_score():
+    """The block scorer (torch matrix products) equals each Cornac model's own ``score``."""
+    import warnings
+
+    from cornac.data import ImageModality
+    from cornac.models import VBPR
+
+    rng = np.random.default_rng(4)
+    tr, va, te = _triples(rng, 1500, 60, 40), _triples(rng, 200, 60, 40), _triples(rng, 200, 60, 40)
+    items = sorted({i for _, i, _ in tr + va + te})
+    image = ImageModality(features=rng.standard_normal((len(items), 6)).astype(np.float32), ids=items)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = BaseMethod.from_splits(tr, te, va, rating_threshold=4.0, exclude_unknowns=True, seed=1, item_image=image)
+    users = np.array([0, 5, 3, m.train_set.num_users - 1])
+    for model in (BPR(k=5, max_iter=3, seed=2, verbose=False), MostPop(),
+                  VBPR(k=3, k2=3, n_epochs=2, batch_size=64, seed=2, use_gpu=False, verbose=False)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(m.train_set)
+        got = score_users(model, users)
+        want = np.stack([np.asarray(model.score(int(u))) for u in users])
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=model.name)

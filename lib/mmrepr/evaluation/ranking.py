@@ -16,11 +16,15 @@ What Cornac 3.0.1 does (``cornac/eval_methods/base_method.py::ranking_eval``), a
   HitRatio = any hit. We add graded nDCG (gain 2^(r - threshold + 1) - 1, log2 discount).
 
 How we are fast and still exact: scores come in user chunks (one matrix product instead of
-one call per user), masked items are set to -inf, the top k is taken with a 2-D
-``argpartition`` + sort. A user's metrics can only depend on how ties are broken if one
-of their relevant items, scored at or above the k-th score, shares its score with another
-candidate. Those users (none for continuous-score models, some for MostPop/kNN) are
+one call per user) and masked items are set to -inf. The metrics only need the rank of
+each relevant item within the top K, so we take each row's K largest *values*
+(:func:`topk_values`, two-level) and rank a relevant item scored at or above the K-th
+value as 1 + the number of those values above it. That is its position in Cornac's list
+unless it shares its score with another candidate; users with such a tie (none for
+continuous-score models, some for MostPop/kNN) or with fewer than K candidates are
 re-ranked exactly as Cornac does, one at a time, on the model's own score dtype.
+Non-personalised scores (one row broadcast to all users) skip the top-k: the items are
+sorted once and each user walks that order past their masked items.
 """
 
 from __future__ import annotations
@@ -173,6 +177,126 @@ def _graded_gain(r: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(r >= threshold, np.power(2.0, r - threshold + 1.0) - 1.0, 0.0)
 
 
+def _work_dtype(a: np.ndarray) -> np.dtype:
+    """The model's float dtype; integer scores (MostPop counts) -> float32 when exact (< 2^24)."""
+    if np.issubdtype(a.dtype, np.floating):
+        return a.dtype
+    return np.dtype(np.float32 if a.size == 0 or np.abs(a).max() < 2**24 else np.float64)
+
+
+def _fit_width(a: np.ndarray, n_items: int) -> np.ndarray:
+    """Cornac: items the model does not know get the row's minimum score; extra columns are cut."""
+    if a.shape[-1] < n_items:
+        pad = np.repeat(a.min(axis=-1, keepdims=True), n_items - a.shape[-1], axis=-1)
+        return np.concatenate([a, pad.astype(a.dtype)], axis=-1)
+    return a[..., :n_items]
+
+
+def topk_values(F: torch.Tensor, k: int) -> torch.Tensor:
+    """Each row's ``k`` largest values (in no particular order) of a C-contiguous 2-D tensor.
+
+    Two levels, about twice as fast as one ``torch.topk`` over wide rows. The first
+    ``g * B`` columns are cut into ``g = n // B`` groups of ``B`` (group j = columns
+    j, j + g, j + 2g, ...: a strided view, no copy). The k largest values can only lie in
+    the k groups with the largest maxima or in the ``n - g * B`` leftover columns: a group
+    holding a value above the k-th largest is always among those k groups, and they hold
+    at least k values >= the k-th largest. So the last ``topk`` reads ``k * B`` values
+    instead of ``n`` and returns exactly the values of a full ``topk``, ties included.
+    NaN (largest for ``torch.topk``) propagates through the maxima.
+    """
+    b, n = F.shape
+    B = max(2, int(round(np.sqrt(n / max(k, 1)))))  # balances the two topk widths, n/B and k*B
+    g = n // B
+    if g < 2 * k or b == 0:
+        return F.topk(k, dim=1, largest=True, sorted=False).values
+    F3 = F.as_strided((b, B, g), (F.stride(0), g, 1))
+    _, grp = F3.amax(dim=1).topk(k, dim=1, largest=True, sorted=False)
+    V = F3.gather(2, grp[:, None, :].expand(b, B, k)).reshape(b, B * k)
+    if g * B < n:
+        V = torch.cat([V, F[:, g * B :]], dim=1)
+    return V.topk(k, dim=1, largest=True, sorted=False).values
+
+
+@dataclass
+class _ChunkTop:
+    """What the metrics need from one chunk's scores: each row's top-K values (unsorted;
+    -inf pads rows with fewer candidates), the relevant items' scores, how many items
+    share each of those scores (an upper bound is enough: it only decides who is re-ranked
+    exactly) and a user's score row for that re-ranking."""
+
+    top_values: np.ndarray  # (b, K)
+    rel_scores: np.ndarray  # (n_pairs,)
+    n_equal: np.ndarray  # (n_pairs,)
+    row_scores: Callable[[int], np.ndarray]
+
+
+def _nan_error(users: np.ndarray, rows: np.ndarray) -> ValueError:
+    return ValueError(f"score_fn returned NaN scores for candidate items (first user index {int(users[rows][0])})")
+
+
+def _top_dense(S: np.ndarray, M: sp.csr_matrix, rr, rc, K: int, users: np.ndarray) -> tuple[_ChunkTop, Callable]:
+    """One score row per user. Masked items are set to -inf *in place* when ``S`` is a
+    writable float array (the returned callable restores them), else in a copy."""
+    b, n_items = S.shape
+    mr, mc = M.nonzero()
+    if S.flags.writeable and S.flags.c_contiguous and np.issubdtype(S.dtype, np.floating):
+        F, saved = S, S[mr, mc].copy()
+
+        def restore():
+            F[mr, mc] = saved
+    else:
+        F = np.array(S, dtype=_work_dtype(S), order="C")
+
+        def restore():
+            return None
+    F[mr, mc] = -np.inf
+    top = np.full((b, K), -np.inf, dtype=F.dtype)
+    kk = min(K, n_items)
+    if kk:
+        top[:, :kk] = topk_values(torch.from_numpy(F), kk).numpy()
+    bad = np.isnan(top).any(axis=1)
+    if bad.any():
+        restore()
+        raise _nan_error(users, bad)
+    rel_scores = F[rr, rc]
+    n_equal = np.zeros(len(rr), dtype=np.int64)
+    near = np.flatnonzero(rel_scores >= top.min(axis=1)[rr])
+    for lo in range(0, len(near), 256):  # bounded memory
+        sel = near[lo : lo + 256]
+        n_equal[sel] = (F[rr[sel]] == rel_scores[sel, None]).sum(axis=1)
+    # Exact re-ranking reads the model's own dtype (masked -inf entries are never candidates).
+    return _ChunkTop(top, rel_scores, n_equal, lambda j: S[j]), restore
+
+
+def _top_shared(row: np.ndarray, M: sp.csr_matrix, rr, rc, K: int, users: np.ndarray) -> _ChunkTop:
+    """The same scores for every user (MostPop, any non-personalised model): sort the items
+    once and give each user the first K items of that order that are not masked for them."""
+    b, n_items = M.shape
+    own_row, row = row, row.astype(_work_dtype(row), copy=False)
+    nan_items = np.flatnonzero(np.isnan(row))
+    if len(nan_items):  # an error only if some user has a NaN-scored candidate
+        bad = np.asarray(M[:, nan_items].sum(axis=1)).ravel() < len(nan_items)
+        if bad.any():
+            raise _nan_error(users, bad)
+    order = np.argsort(-row, kind="stable")
+    pos_of = np.empty(n_items, dtype=np.int64)
+    pos_of[order] = np.arange(n_items)
+    mr, mc = M.nonzero()
+    L = int(min(n_items, K + (np.diff(M.indptr).max() if b else 0)))
+    blocked = np.zeros((b, L), dtype=bool)
+    p = pos_of[mc]
+    blocked[mr[p < L], p[p < L]] = True
+    keep = ~blocked
+    cum = np.cumsum(keep, axis=1)
+    r_, c_ = np.nonzero(keep & (cum <= K))
+    top = np.full((b, K), -np.inf, dtype=row.dtype)
+    top[r_, cum[r_, c_] - 1] = row[order[c_]]
+    rel_scores = row[rc]
+    uniq, counts = np.unique(row, return_counts=True)  # masked items counted too: an upper bound
+    n_equal = counts[np.searchsorted(uniq, rel_scores)]
+    return _ChunkTop(top, rel_scores, n_equal, lambda j: own_row)
+
+
 def evaluate(
     score_fn: ScoreFn,
     split: EvalSplit,
@@ -183,7 +307,10 @@ def evaluate(
     """Full-ranking metrics of ``score_fn`` on ``split``.
 
     ``score_fn(user_indices) -> (len(users), n_items)`` scores (a shorter second axis is
-    padded with each row's minimum, as Cornac does for items the model does not know).
+    padded with each row's minimum, as Cornac does for items the model does not know). A
+    writable float array it returns is used in place (masked entries set to -inf, then
+    restored); a read-only broadcast of one row (``np.broadcast_to``) takes the
+    non-personalised fast path.
     """
     cutoffs = tuple(sorted({int(k) for k in cutoffs}))
     if not cutoffs or cutoffs[0] < 1:
@@ -192,7 +319,7 @@ def evaluate(
     users = split.users
     n_items = split.n_items
     out = {(m, k): np.zeros(len(users)) for m in METRICS for k in cutoffs}
-    discounts = 1.0 / np.log2(np.arange(K) + 2.0)
+    discounts = 1.0 / np.log2(np.arange(K) + 2.0)  # rank r (1-based) -> discounts[r - 1]
     cum_disc = np.cumsum(discounts)
     n_fallback = 0
 
@@ -203,84 +330,62 @@ def evaluate(
         S = np.asarray(score_fn(u))
         if S.ndim != 2 or S.shape[0] != b:
             raise ValueError(f"score_fn returned shape {S.shape}, expected ({b}, {n_items})")
-        if S.shape[1] < n_items:  # Cornac: unknown items get the row's minimum score
-            pad = np.repeat(S.min(axis=1, keepdims=True), n_items - S.shape[1], axis=1)
-            S = np.concatenate([S, pad.astype(S.dtype)], axis=1)
-        elif S.shape[1] > n_items:
-            S = S[:, :n_items]
-        # Work copy in the model's float dtype (ints -> float64): orders and ties unchanged.
-        if np.issubdtype(S.dtype, np.floating):
-            wdt = S.dtype
-        else:  # integer scores (MostPop counts): float32 is exact below 2^24
-            wdt = np.float32 if S.size == 0 or np.abs(S).max() < 2**24 else np.float64
-        F = S.astype(wdt, copy=True)
-        if np.isnan(F).any():
-            bad = int(u[np.isnan(F).any(axis=1)][0])
-            raise ValueError(f"score_fn returned NaN scores (first user index {bad})")
         M = split.mask[u]
-        mr, mc = M.nonzero()
-        F[mr, mc] = -np.inf
-        n_cand = n_items - np.diff(M.indptr)
+        R = split.relevant[u]  # csr: ratings of relevant items; pairs ordered by user
+        rc, rv = R.indices, R.data
+        n_rel = np.diff(R.indptr)
+        rr = np.repeat(np.arange(b), n_rel)
+        restore = None
+        if b > 1 and S.strides[0] == 0:
+            top = _top_shared(_fit_width(S[0], n_items), M, rr, rc, K, u)
+        else:
+            top, restore = _top_dense(_fit_width(S, n_items), M, rr, rc, K, u)
 
-        R = split.relevant[u].tocoo()  # ratings of relevant items
-        rr, rc, rv = R.row, R.col, R.data
-        n_rel = np.bincount(rr, minlength=b)
-        kk = min(K, n_items)
-        # torch.topk: unlike np.argpartition it stays fast on rows full of ties (MostPop);
-        # the order among ties is irrelevant here (tie-sensitive users are re-ranked below).
-        vals_t, idx_t = torch.from_numpy(F).topk(kk, dim=1, largest=True, sorted=True)
-        ranked = np.full((b, K), -1, dtype=np.int64)
-        ranked[:, :kk] = idx_t.numpy()
-        s_sorted = vals_t.numpy()
-        s_k = s_sorted[:, -1]
-
-        # Users whose metrics may depend on tie-breaking (see module docstring).
-        rel_scores = F[rr, rc]
-        near = rel_scores >= s_k[rr]
-        sensitive = n_cand < K
-        if near.any():
-            rows, vals = rr[near], rel_scores[near]
-            for lo in range(0, len(rows), 256):  # bounded memory
-                eq = (F[rows[lo : lo + 256]] == vals[lo : lo + 256, None]).sum(axis=1)
-                sensitive[rows[lo : lo + 256][eq > 1]] = True
+        # Rank of each relevant item (1-based; 0 = not in the top K). An item scored at or
+        # above the K-th score ranks 1 + the number of top-K scores above its own, unless it
+        # shares its score with another item: then the order among ties decides, and the
+        # user is re-ranked exactly as Cornac does (so are users with fewer than K candidates).
+        s_k = top.top_values.min(axis=1)
+        v = top.rel_scores
+        inside = np.flatnonzero(v >= s_k[rr])
+        rank = np.zeros(len(rr), dtype=np.int64)
+        rank[inside] = 1 + (top.top_values[rr[inside]] > v[inside, None]).sum(axis=1)
+        sensitive = np.zeros(b, dtype=bool)
+        sensitive[n_items - np.diff(M.indptr) < K] = True
+        sensitive[rr[inside[top.n_equal[inside] > 1]]] = True
         for j in np.flatnonzero(sensitive):
             keep = np.ones(n_items, dtype=bool)
             keep[M.indices[M.indptr[j] : M.indptr[j + 1]]] = False
             cand = np.flatnonzero(keep)
-            kj = min(K, len(cand))
-            ranked[j, :kj] = cornac_rank(S[j], cand, kj)
-            ranked[j, kj:] = -1
+            ranked = cornac_rank(top.row_scores(j), cand, min(K, len(cand)))
+            pj = slice(R.indptr[j], R.indptr[j + 1])
+            at, where = np.nonzero(rc[pj][:, None] == ranked[None, :])
+            rank[pj] = 0
+            rank[pj][at] = where + 1
             n_fallback += 1
+        if restore is not None:
+            restore()
 
-        # Gains of the ranked items.
-        # Look the ranked (user, item) pairs up among the relevant ones (sorted keys).
-        rel_keys = rr.astype(np.int64) * (n_items + 1) + rc
-        srt = np.argsort(rel_keys, kind="stable")
-        rel_keys, rel_vals = rel_keys[srt], rv[srt].astype(np.float64)
-        q = np.arange(b)[:, None] * (n_items + 1) + np.where(ranked < 0, n_items, ranked)
-        pos = np.minimum(np.searchsorted(rel_keys, q), max(len(rel_keys) - 1, 0))
-        grades = np.where(rel_keys[pos] == q, rel_vals[pos], 0.0) if len(rel_keys) else np.zeros(q.shape)
-        hits = grades > 0
-        graded = _graded_gain(grades, split.threshold)
-        # Ideal graded DCG: each user's relevant gains, sorted descending, first K.
-        g = _graded_gain(rv, split.threshold)
-        o = np.lexsort((-g, rr))
-        first = np.r_[0, np.cumsum(n_rel)][:-1]
-        pos = np.arange(len(o)) - first[rr[o]]
-        keep_k = pos < K
-        ideal_graded = np.zeros((b, K))
-        ideal_graded[rr[o][keep_k], pos[keep_k]] = g[o][keep_k]
-        cum_hits = np.cumsum(hits, axis=1)
-        cum_dcg = np.cumsum(hits * discounts, axis=1)
-        cum_gdcg = np.cumsum(graded * discounts, axis=1)
-        cum_igdcg = np.cumsum(ideal_graded * discounts, axis=1)
+        # Metrics from the ranks: sums over each user's relevant items.
+        disc = np.where(rank > 0, discounts[np.maximum(rank, 1) - 1], 0.0)
+        gain = _graded_gain(rv.astype(np.float64), split.threshold)
+        # Ideal graded DCG: each user's gains in descending order at ranks 1, 2, ...
+        o = np.lexsort((-gain, rr))
+        ideal_rank = np.arange(len(o)) - np.repeat(R.indptr[:-1], n_rel)  # 0-based, per user
+        ideal_disc = np.where(ideal_rank < K, discounts[np.minimum(ideal_rank, K - 1)], 0.0)
         sl = slice(start, start + b)
         for k in cutoffs:
-            kk = min(k, K)
-            out[("Recall", k)][sl] = cum_hits[:, kk - 1] / n_rel
-            out[("HR", k)][sl] = (cum_hits[:, kk - 1] > 0).astype(float)
-            out[("nDCG", k)][sl] = cum_dcg[:, kk - 1] / cum_disc[np.minimum(n_rel, kk) - 1]
-            out[("nDCG_graded", k)][sl] = cum_gdcg[:, kk - 1] / cum_igdcg[:, kk - 1]
+            hit = (rank > 0) & (rank <= k)
+
+            def per_user(w):
+                return np.bincount(rr, weights=w, minlength=b)
+
+            hits = per_user(hit.astype(np.float64))
+            out[("Recall", k)][sl] = hits / n_rel
+            out[("HR", k)][sl] = (hits > 0).astype(float)
+            out[("nDCG", k)][sl] = per_user(hit * disc) / cum_disc[np.minimum(n_rel, k) - 1]
+            ideal = np.bincount(rr[o], weights=gain[o] * ideal_disc * (ideal_rank < k), minlength=b)
+            out[("nDCG_graded", k)][sl] = per_user(hit * gain * disc) / ideal
     return EvalResult(split.name, cutoffs, users, out, n_tie_fallback=n_fallback)
 
 

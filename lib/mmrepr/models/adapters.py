@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import torch
 
 # Learned arrays that make up a Cornac model's state, by class name.
 CORNAC_STATE = {
@@ -51,15 +52,29 @@ def score_users(model, users: np.ndarray) -> np.ndarray:
         return np.asarray(own(users))
     name = _cls(model)
     if name == "BPR" and getattr(model, "u_factors", None) is not None:
-        return model.i_biases[None, :] + model.u_factors[users] @ model.i_factors.T
+        return _bias_plus_products(model.i_biases, [(model.u_factors[users], model.i_factors)])
     if name == "VBPR" and getattr(model, "gamma_user", None) is not None:
-        base = (model.beta_item + model.visual_bias)[None, :]
-        return base + model.gamma_user[users] @ model.gamma_item.T + model.theta_user[users] @ model.theta_item.T
+        return _bias_plus_products(model.beta_item + model.visual_bias,
+                                   [(model.gamma_user[users], model.gamma_item),
+                                    (model.theta_user[users], model.theta_item)])
     if name == "MostPop":
         return np.broadcast_to(model.item_pop, (len(users), len(model.item_pop)))
     if name == "ItemKNN" and getattr(model, "sim_mat", None) is not None:
         return _itemknn_scores(model, users)
     return np.stack([np.asarray(model.score(int(u))) for u in users])
+
+
+def _bias_plus_products(bias: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """``bias[None, :] + sum(U @ I.T)``, in the arrays' common dtype, computed in torch: the
+    evaluator's top-k runs on torch's thread pool right after, and OpenBLAS's spinning
+    threads (numpy's ``@``) would compete with it for the cores."""
+    dt = np.result_type(bias, *[a for p in pairs for a in p])
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=dt))  # noqa: E731
+    (U, I), rest = pairs[0], pairs[1:]
+    S = torch.addmm(t(np.asarray(bias).reshape(1, -1)), t(U), t(I).T)  # the bias broadcasts
+    for U, I in rest:
+        S.addmm_(t(U), t(I).T)
+    return S.numpy()
 
 
 def _knn_prepare(model) -> None:
