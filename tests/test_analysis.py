@@ -189,3 +189,22 @@ def test_missing_inputs_are_counted_or_named(tmp_path):
     bad.to_parquet(P.run_dir / "train" / "per_user" / "VBPR__real__seed123.parquet")
     with pytest.raises(AnalysisInputError, match=r"VBPR__real__seed123.parquet: missing column"):
         load_inputs(P.run_dir)
+
+
+def test_keywords_reference_is_the_item_knn_with_the_same_scorer():
+    """With both trained, Attribute Item-kNN is tested against ElliotItemKNN (same scorer,
+    interaction vectors); with only Cornac's ItemKNN, against that one."""
+    from mmrepr.analysis.load import Inputs
+    from mmrepr.analysis.stats import plan_comparisons
+
+    def plan(models):
+        summary = pd.DataFrame({"dataset": "d", "model": [m for m, _ in models], "feature_set": [f for _, f in models],
+                                "Recall@20": np.linspace(0.1, 0.2, len(models))})
+        inp = Inputs(Path("."), pd.DataFrame(), pd.DataFrame(), {})
+        return {(c.a_model, c.a_fs, c.b_model) for c in plan_comparisons(inp, summary, "Recall@20")
+                if c.family == "keywords"}
+
+    both = [("ItemKNN", ""), ("ElliotItemKNN", ""), ("AttributeItemKNN", "kw__onehot")]
+    assert plan(both) == {("AttributeItemKNN", "kw__onehot", "ElliotItemKNN")}
+    assert plan([both[0], both[2]]) == {("AttributeItemKNN", "kw__onehot", "ItemKNN")}
+    assert plan([both[2]]) == set()

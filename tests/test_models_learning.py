@@ -15,7 +15,7 @@ from cornac.eval_methods import BaseMethod, ranking_eval
 from cornac.metrics import Recall
 from cornac.models import MostPop
 
-from mmrepr.models import BM3, FREEDOM, LATTICE, AttributeItemKNN, LightGCN, Random
+from mmrepr.models import BM3, FREEDOM, LATTICE, AttributeItemKNN, ElliotItemKNN, LightGCN, Random
 
 torch.set_num_threads(1)
 
@@ -95,6 +95,7 @@ MODELS = {
     "BM3": lambda: model(BM3, n_epochs=30),
     "LightGCN": lambda: model(LightGCN),
     "AttributeItemKNN": lambda: AttributeItemKNN(k=20, similarity="cosine", weighting="tfidf"),
+    "ElliotItemKNN": lambda: ElliotItemKNN(k=20, similarity="cosine"),
 }
 
 

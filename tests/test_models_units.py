@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from cornac.data import FeatureModality, ImageModality, TextModality
 from cornac.eval_methods import BaseMethod
 
-from mmrepr.models import BM3, FREEDOM, LATTICE, AttributeItemKNN, LightGCN, ModalityError, Random
+from mmrepr.models import BM3, FREEDOM, LATTICE, AttributeItemKNN, ElliotItemKNN, LightGCN, ModalityError, Random
+from mmrepr.models import registry
 from mmrepr.models.attribute_knn import bm25, item_similarity, tf_idf, weight_attributes
 from mmrepr.models.base import BPRSampler, item_modality_matrix
 from mmrepr.models.graphs import (
@@ -346,12 +347,33 @@ def test_attribute_knn_scores_sum_neighbour_similarities():
     assert np.allclose(np.sort(model.W.toarray(), axis=0), np.sort(w, axis=0), atol=1e-5)
 
 
+def test_elliot_item_knn_uses_interaction_columns_and_the_same_scorer():
+    m = tiny(visual=False, textual=False)
+    ts = m.train_set
+    model = small(ElliotItemKNN, k=3, similarity="jaccard").fit(ts)
+    r = (ts.csr_matrix.toarray() > 0).astype(float)  # users x items, every interaction a positive
+    c = r.T @ r  # common users of items i and j
+    n = r.sum(axis=0)
+    jac = c / (n[:, None] + n[None, :] - c + 1e-6)
+    np.fill_diagonal(jac, 0)
+    W = model.W.toarray()
+    # Each target item keeps its 3 most similar neighbours (ties may pick different items).
+    np.testing.assert_allclose(np.sort(W, axis=0)[-3:], np.sort(jac, axis=0)[-3:], atol=1e-5)
+    assert ((W != 0).sum(axis=0) <= 3).all()
+    nz = W != 0
+    np.testing.assert_allclose(W[nz], jac[nz], atol=1e-5)
+    np.testing.assert_allclose(model.score_users(np.arange(ts.num_users)), r @ W, rtol=1e-5)
+    assert "weighting" not in registry.search_space("ElliotItemKNN")
+    assert set(registry.search_space("ElliotItemKNN")["similarity"][1]) == {"cosine", "jaccard", "dot",
+                                                                              "asymmetric", "tversky"}
+
+
 # ---- contract --------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [LATTICE, FREEDOM, BM3, LightGCN, Random, AttributeItemKNN])
+@pytest.mark.parametrize("cls", [LATTICE, FREEDOM, BM3, LightGCN, Random, AttributeItemKNN, ElliotItemKNN])
 def test_scores_shape_and_cornac_semantics(cls):
     m = tiny(attributes=np.eye(6, 3, dtype=np.float32) + 0.5)
     ts = m.train_set
-    model = small(cls, k=2 if cls is AttributeItemKNN else 8).fit(ts)
+    model = small(cls, k=2 if cls in (AttributeItemKNN, ElliotItemKNN) else 8).fit(ts)
     s = model.score_users(np.array([0, 2, 5]))
     assert s.shape == (3, ts.num_items) and s.dtype == np.float32
     np.testing.assert_allclose(model.score(2), s[1], rtol=1e-5, atol=1e-6)

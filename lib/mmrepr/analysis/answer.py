@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+# How the answer names Attribute Item-kNN's reference.
+KNN_NAMES = {"ElliotItemKNN": "Item-kNN on interactions (same scorer)", "ItemKNN": "Item-kNN (Cornac)"}
 CORRECTION_NAMES = {"holm": "Holm", "bonferroni": "Bonferroni", "fdr_bh": "Benjamini-Hochberg", "none": "uncorrected"}
 
 
@@ -115,19 +117,21 @@ def compute_answer(tests: pd.DataFrame, summary: pd.DataFrame, primary: str, alp
                 if len(only) == 1:
                     rec["sentences"].append(f"On {ds}, {model} was trained on one real representation only ({only[0]}).")
             records.append(rec)
-        # Keywords: Attribute Item-kNN vs Item-kNN.
+        # Keywords: Attribute Item-kNN vs Item-kNN on interactions.
         kw = td[td["family"] == "keywords"] if not td.empty else td
         for _, row in kw.iterrows():
+            ref = KNN_NAMES.get(row["b_model"], row["b_model"])
             records.append(
                 {
                     "dataset": ds,
                     "model": "AttributeItemKNN",
                     "feature_set": row["a_fs"],
                     "metric": primary,
+                    "reference": row["b_model"],
                     "keywords_verdict": ("beats Item-kNN" if row["significant"] and row["diff"] > 0 else
                                          "worse than Item-kNN" if row["significant"] else "no significant difference"),
                     "sentences": [
-                        f"On {ds}, Attribute Item-kNN on the {row['a_fs']} keywords {_verb(row)} Item-kNN "
+                        f"On {ds}, Attribute Item-kNN on the {row['a_fs']} keywords {_verb(row)} {ref} "
                         f"({evidence(row)})."
                     ],
                 }

@@ -27,6 +27,9 @@ from mmrepr.io import read_json
 
 MULTIMODAL_MODELS = ("VBPR", "LATTICE", "FREEDOM", "BM3")
 CONTROL_KINDS = ("noise_gaussian", "noise_mvn", "shuffled")
+# Attribute Item-kNN's reference, in order of preference: the Item-kNN with the same scorer
+# on interaction vectors, then Cornac's ItemKNN.
+KEYWORD_REFERENCES = ("ElliotItemKNN", "ItemKNN")
 TIDY_COLUMNS = ("dataset", "model", "feature_set", "seed", "split", "metric", "k", "value")
 PER_USER_COLUMNS = ("user", "metric", "k", "value")
 KEYS = ["dataset", "model", "feature_set"]

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from mmrepr.analysis.load import Inputs  # noqa: E402
+from mmrepr.analysis.load import KEYWORD_REFERENCES, Inputs  # noqa: E402
 from mmrepr.io import atomic_path  # noqa: E402
 
 
@@ -143,6 +143,11 @@ def lvlm_quality(quality: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, me
     sns.scatterplot(data=d, x="quality", y="accuracy", hue="lvlm", style="dataset", s=70, ax=ax)
     for r in d.itertuples():
         ax.annotate(r.lvlm, (r.quality, r.accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    # The Item-kNNs on interactions: keywords above a line help, below it they hurt.
+    refs = summary[summary["model"].isin(KEYWORD_REFERENCES) & (summary["feature_set"] == "")
+                   & summary["dataset"].isin(d["dataset"]) & summary[metric].notna()]
+    for (_, r), ls in zip(refs.iterrows(), ("--", ":", "-.", (0, (1, 3)))):
+        ax.axhline(r[metric], color="grey", ls=ls, lw=1, label=f"{r['model']} ({r['dataset']})")
     ax.set_xlabel(f"description quality ({quality.attrs.get('quality_name', 'quality')})")
     ax.set_ylabel(f"Attribute Item-kNN test {metric}")
     ax.set_title("LVLMs: description quality vs accuracy of their keywords", fontsize=10)

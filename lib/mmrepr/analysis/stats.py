@@ -17,7 +17,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from tqdm.auto import tqdm
 
-from mmrepr.analysis.load import CONTROL_KINDS, Inputs, MetricSpec
+from mmrepr.analysis.load import CONTROL_KINDS, KEYWORD_REFERENCES, Inputs, MetricSpec
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,8 @@ def plan_comparisons(inp: Inputs, summary: pd.DataFrame, primary: str) -> list[C
     * content: each multimodal model on a control (noise/shuffled) vs on its reference
       feature set (or every real set when the reference was not trained);
     * representation: each multimodal model's best real set (primary metric) vs its other real sets;
-    * keywords: Attribute Item-kNN on each attribute set vs Item-kNN;
+    * keywords: Attribute Item-kNN on each attribute set vs Item-kNN on interactions
+      (ElliotItemKNN, the same scorer, when trained; else Cornac's ItemKNN);
     * baseline: each multimodal model's best real set vs the best pure baseline.
     """
     plan: list[Comparison] = []
@@ -143,10 +144,13 @@ def plan_comparisons(inp: Inputs, summary: pd.DataFrame, primary: str) -> list[C
                 for other in real:
                     if other != top:
                         plan.append(Comparison(str(dataset), "representation", model, top, model, other))
-        if ("ItemKNN", "") in cells:
+        # Keywords vs interactions: Attribute Item-kNN against the Item-kNN that shares its
+        # scorer (ElliotItemKNN) when trained, else against Cornac's ItemKNN.
+        knn_ref = next((m for m in KEYWORD_REFERENCES if (m, "") in cells), None)
+        if knn_ref is not None:
             for m, fs in sorted(cells):
                 if m == "AttributeItemKNN" and fs:
-                    plan.append(Comparison(str(dataset), "keywords", m, fs, "ItemKNN", ""))
+                    plan.append(Comparison(str(dataset), "keywords", m, fs, knn_ref, ""))
         pure = [(m, fs) for (m, fs) in cells if fs == "" and not inp.is_multimodal(m)]
         if pure:
             top_b = max(pure, key=lambda c: (np.nan_to_num(score[c], nan=-np.inf), c[0]))

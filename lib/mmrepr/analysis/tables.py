@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmrepr.analysis.load import CONTROL_KINDS, Inputs
+from mmrepr.analysis.load import CONTROL_KINDS, KEYWORD_REFERENCES, Inputs
 from mmrepr.io import atomic_open, write_csv
 
 
@@ -77,8 +77,9 @@ def _attach_tests(df: pd.DataFrame, tests: pd.DataFrame, family: str, primary: s
 
 
 def keywords_table(ann: pd.DataFrame, tests: pd.DataFrame, metrics: list[str], primary: str) -> pd.DataFrame:
-    """Attribute Item-kNN on each LVLM's keywords next to plain Item-kNN, with the test."""
-    sub = ann[(ann["model"] == "AttributeItemKNN") | ((ann["model"] == "ItemKNN") & (ann["feature_set"] == ""))]
+    """Attribute Item-kNN on each LVLM's keywords next to the Item-kNNs on interactions, with the test."""
+    knn = ann["model"].isin(KEYWORD_REFERENCES) & (ann["feature_set"] == "")
+    sub = ann[(ann["model"] == "AttributeItemKNN") | knn]
     out = _attach_tests(mark_best(sub, metrics, ["dataset"]), tests, "keywords", primary, "a")
     return _order(out, metrics)
 

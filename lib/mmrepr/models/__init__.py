@@ -1,4 +1,5 @@
-"""Recommenders: Cornac's own plus LATTICE, FREEDOM, BM3, LightGCN, Attribute Item-kNN, Random.
+"""Recommenders: Cornac's own plus LATTICE, FREEDOM, BM3, LightGCN, Attribute Item-kNN,
+Elliot-style Item-kNN and Random.
 
 The ones implemented here are Cornac ``Recommender`` subclasses with one extra contract
 (``score_users``, ``epoch_callback``, ``get_state``/``set_state``); see docs/models.md.
@@ -13,6 +14,7 @@ _LAZY = {
     "BM3": "mmrepr.models.bm3",
     "LightGCN": "mmrepr.models.lightgcn",
     "AttributeItemKNN": "mmrepr.models.attribute_knn",
+    "ElliotItemKNN": "mmrepr.models.attribute_knn",
     "Random": "mmrepr.models.random_rec",
     "ModalityError": "mmrepr.models.base",
     "item_modality_matrix": "mmrepr.models.base",

@@ -157,14 +157,18 @@ class AttributeItemKNN(MMReprRecommender):
         self.bm25_k1 = float(bm25_k1)
         self.bm25_b = float(bm25_b)
 
-    def _fit(self, train_set, val_set):
+    def _item_vectors(self, train_set) -> sp.csr_matrix:
+        """Items x attributes: the one-hot keyword matrix of ``item_feature``."""
         x = item_modality_matrix(train_set, ATTRIBUTES_ATTR, dense=False)
         if x is None:
             raise ModalityError(
                 f"{self.name} needs item attributes: give the Cornac BaseMethod an item_feature "
                 "(FeatureModality) whose features are the one-hot attribute matrix; train_set has none"
             )
-        x = weight_attributes(x, self.weighting, self.bm25_k1, self.bm25_b)
+        return x
+
+    def _fit(self, train_set, val_set):
+        x = weight_attributes(self._item_vectors(train_set), self.weighting, self.bm25_k1, self.bm25_b)
         self.W = item_similarity(
             x,
             self.k,
@@ -186,3 +190,42 @@ class AttributeItemKNN(MMReprRecommender):
     def _set_state(self, state):
         self.W = state["W"]
         self.epochs_run = state["epoch"]
+
+
+class ElliotItemKNN(AttributeItemKNN):
+    """Item-kNN on interactions, scored exactly like :class:`AttributeItemKNN` (Elliot's
+    ItemKNN): an item's vector is its column of the binary training user-item matrix, with
+    the same five similarities and the same sum-of-neighbour-similarities score.
+
+    Cornac's ``ItemKNN`` stays the study's Item-kNN baseline, but it offers only cosine and
+    Pearson and scores by a mean-centred weighted average (rating prediction). Against this
+    model, Attribute Item-kNN differs in one thing only, where the item vectors come from,
+    which is the comparison the keyword question needs. No feature weighting (STUDY.md
+    gives it to Attribute Item-kNN only).
+    """
+
+    def __init__(
+        self,
+        name: str = "ElliotItemKNN",
+        k: int = 50,
+        learning_rate: float = 0.0,
+        lambda_reg: float = 0.0,
+        n_epochs: int = 1,
+        batch_size: int = 1024,
+        seed: int = 123,
+        verbose: bool = False,
+        device: str = "auto",
+        similarity: str = "cosine",
+        shrink: float = 0.0,
+        asymmetric_alpha: float = 0.5,
+        tversky_alpha: float = 1.0,
+        tversky_beta: float = 1.0,
+        trainable: bool = True,
+    ):
+        super().__init__(name, k, learning_rate, lambda_reg, n_epochs, batch_size, seed, verbose, device,
+                         similarity, "none", shrink, asymmetric_alpha, tversky_alpha, tversky_beta,
+                         trainable=trainable)
+
+    def _item_vectors(self, train_set) -> sp.csr_matrix:
+        """Items x users: the binary training interactions (every interaction a positive)."""
+        return self._train_csr.T.tocsr()

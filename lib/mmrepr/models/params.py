@@ -20,7 +20,7 @@ class Grid(Strict):
 class TrainParams(Strict):
     multimodal_models: list[str] = Field(default_factory=lambda: ["VBPR", "LATTICE", "FREEDOM", "BM3"])
     baselines: list[str] = Field(
-        default_factory=lambda: ["Random", "MostPop", "ItemKNN", "AttributeItemKNN", "BPR", "LightGCN"]
+        default_factory=lambda: ["Random", "MostPop", "ItemKNN", "ElliotItemKNN", "AttributeItemKNN", "BPR", "LightGCN"]
     )
     # Feature sets (by name, from stages 2 and 3) each multimodal model is trained on.
     feature_sets: list[str] = Field(default_factory=list)

@@ -8,7 +8,9 @@ Hyperparameters:
 - multimodal models take the grid's ``lr``, ``factors``, ``reg``;
 - baselines take a tree-structured Parzen search over :func:`search_space` (STUDY.md's
   ranges). Cornac's ItemKNN offers cosine/pearson similarity (not Elliot's jaccard, dot,
-  asymmetric, tversky) and idf/bm25 weighting: we search what Cornac has.
+  asymmetric, tversky) and idf/bm25 weighting: we search what Cornac has. ElliotItemKNN
+  (``mmrepr.models.attribute_knn``) is Item-kNN with STUDY.md's five similarities and
+  Elliot's scoring, the same code as AttributeItemKNN on interaction vectors.
 - VBPR: ``k = k2 = factors`` (Elliot's ``factors`` and ``factors_d``), and
   ``lambda_w = lambda_b = lambda_e = reg``.
 """
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 MULTIMODAL = ("VBPR", "LATTICE", "FREEDOM", "BM3")
-BASELINES = ("Random", "MostPop", "ItemKNN", "AttributeItemKNN", "BPR", "LightGCN")
+BASELINES = ("Random", "MostPop", "ItemKNN", "ElliotItemKNN", "AttributeItemKNN", "BPR", "LightGCN")
 
 # name -> (module, candidate class names) for the models written in this project.
 OWN_MODELS = {
@@ -30,6 +32,7 @@ OWN_MODELS = {
     "BM3": ("mmrepr.models.bm3", ("BM3",)),
     "LightGCN": ("mmrepr.models.lightgcn", ("LightGCN",)),
     "AttributeItemKNN": ("mmrepr.models.attribute_knn", ("AttributeItemKNN", "AttributeKNN")),
+    "ElliotItemKNN": ("mmrepr.models.attribute_knn", ("ElliotItemKNN",)),
     "Random": ("mmrepr.models.random_rec", ("RandomRec", "Random", "RandomRecommender")),
 }
 
@@ -68,6 +71,7 @@ SPECS: dict[str, ModelSpec] = {
     "Random": ModelSpec("Random"),
     "MostPop": ModelSpec("MostPop"),
     "ItemKNN": ModelSpec("ItemKNN", space=_KNN_SPACE),
+    "ElliotItemKNN": ModelSpec("ElliotItemKNN", space=_KNN_SPACE),
     "AttributeItemKNN": ModelSpec("AttributeItemKNN", needs="attributes", space=_KNN_SPACE),
     "BPR": ModelSpec("BPR", space=_BPR_SPACE),
     "LightGCN": ModelSpec("LightGCN", space=_BPR_SPACE),
@@ -141,7 +145,7 @@ def build_model(name: str, hp: dict[str, Any], *, seed: int, n_epochs: int = 200
         wanted.update(learning_rate=float(hp["lr"]), k=int(hp["factors"]), lambda_reg=float(hp["reg"]))
     if name == "LightGCN":
         wanted["n_layers"] = 3
-    if name == "AttributeItemKNN":
+    if name in ("AttributeItemKNN", "ElliotItemKNN"):
         # Our knn hp names -> the class's (k = neighbours; similarity; feature weighting).
         wanted.update(k=int(hp.get("neighbours", 20)), similarity=hp.get("similarity", "cosine"))
         if "weighting" in hp:
@@ -157,6 +161,8 @@ def search_space(name: str, model_cls=None) -> dict[str, tuple]:
     space = dict(spec.space)
     if name == "AttributeItemKNN":
         space = _attribute_knn_space(space)
+    if name == "ElliotItemKNN":  # the same similarities, no feature weighting
+        space = {k: v for k, v in _attribute_knn_space(space).items() if k != "weighting"}
     return space
 
 
