@@ -181,3 +181,32 @@ def test_notebook_04_runs_on_a_toy_run(tmp_path):
                    for o in c.outputs)
     assert "real vs noise_gaussian_real" in text or "vs noise_gaussian_real" in text
     assert (P.run_dir / "train" / "best.parquet").is_file()
+
+
+def test_saved_cells_are_reused_only_while_data_features_and_code_are_unchanged(tmp_path, monkeypatch):
+    from mmrepr.features.store import load_feature_set, save_feature_set
+
+    P = _params(tmp_path, baselines=["MostPop"], grid=dict(lr=[0.01], factors=[8], reg=[0.01]), epochs=2)
+    make_toy_run(P.run_dir)
+    search.run_search(P, progress=False, raise_errors=True)
+    trained = []
+    real_run_cell = search.run_cell
+
+    def spy(ctx, cell):
+        if search.load_cell(ctx, cell) is None:
+            trained.append(cell.key)
+        return real_run_cell(ctx, cell)
+
+    monkeypatch.setattr(search, "run_cell", spy)
+    search.run_search(P, progress=False, raise_errors=True)
+    assert trained == []  # nothing changed: every cell reused
+    fs = load_feature_set(P.run_dir, "real")  # same name, new content
+    save_feature_set(P.run_dir, type(fs)(fs.name, fs.item_ids, {r: m[::-1].copy() for r, m in fs.matrices.items()},
+                                         fs.meta))
+    search.run_search(P, progress=False, raise_errors=True)
+    assert trained == ["VBPR__real__grid00__seed123"]
+    trained.clear()
+    monkeypatch.setattr(search, "_training_code_hash", lambda: "edited code")
+    search.run_search(P, progress=False, raise_errors=True)
+    assert sorted(trained) == sorted(["VBPR__real__grid00__seed123", "VBPR__text_only__grid00__seed123",
+                                      "MostPop__none__default__seed123"])

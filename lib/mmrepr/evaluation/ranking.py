@@ -250,20 +250,23 @@ def _top_dense(S: np.ndarray, M: sp.csr_matrix, rr, rc, K: int, users: np.ndarra
         def restore():
             return None
     F[mr, mc] = -np.inf
-    top = np.full((b, K), -np.inf, dtype=F.dtype)
-    kk = min(K, n_items)
-    if kk:
-        top[:, :kk] = topk_values(torch.from_numpy(F), kk).numpy()
-    bad = np.isnan(top).any(axis=1)
-    if bad.any():
-        restore()
-        raise _nan_error(users, bad)
-    rel_scores = F[rr, rc]
-    n_equal = np.zeros(len(rr), dtype=np.int64)
-    near = np.flatnonzero(rel_scores >= top.min(axis=1)[rr])
-    for lo in range(0, len(near), 256):  # bounded memory
-        sel = near[lo : lo + 256]
-        n_equal[sel] = (F[rr[sel]] == rel_scores[sel, None]).sum(axis=1)
+    try:
+        top = np.full((b, K), -np.inf, dtype=F.dtype)
+        kk = min(K, n_items)
+        if kk:
+            top[:, :kk] = topk_values(torch.from_numpy(F), kk).numpy()
+        bad = np.isnan(top).any(axis=1)
+        if bad.any():
+            raise _nan_error(users, bad)
+        rel_scores = F[rr, rc]
+        n_equal = np.zeros(len(rr), dtype=np.int64)
+        near = np.flatnonzero(rel_scores >= top.min(axis=1)[rr])
+        for lo in range(0, len(near), 256):  # bounded memory
+            sel = near[lo : lo + 256]
+            n_equal[sel] = (F[rr[sel]] == rel_scores[sel, None]).sum(axis=1)
+    except BaseException:
+        restore()  # the caller never receives the callable
+        raise
     # Exact re-ranking reads the model's own dtype (masked -inf entries are never candidates).
     return _ChunkTop(top, rel_scores, n_equal, lambda j: S[j]), restore
 
@@ -295,6 +298,46 @@ def _top_shared(row: np.ndarray, M: sp.csr_matrix, rr, rc, K: int, users: np.nda
     uniq, counts = np.unique(row, return_counts=True)  # masked items counted too: an upper bound
     n_equal = counts[np.searchsorted(uniq, rel_scores)]
     return _ChunkTop(top, rel_scores, n_equal, lambda j: own_row)
+
+
+def _relevant_ranks(S: np.ndarray, M: sp.csr_matrix, R: sp.csr_matrix, rr: np.ndarray, K: int,
+                    users: np.ndarray, n_items: int) -> tuple[np.ndarray, int]:
+    """Rank of each relevant (user, item) pair of ``R`` (1-based; 0 = not in the top K), and
+    how many users were re-ranked exactly.
+
+    An item scored at or above the K-th score ranks 1 + the number of top-K scores above its
+    own, unless it shares its score with another item: then the order among ties decides,
+    and the user is re-ranked exactly as Cornac does (so are users with fewer than K
+    candidates).
+    """
+    b = M.shape[0]
+    rc = R.indices
+    restore = None
+    try:
+        if b > 1 and S.strides[0] == 0:
+            top = _top_shared(_fit_width(S[0], n_items), M, rr, rc, K, users)
+        else:
+            top, restore = _top_dense(_fit_width(S, n_items), M, rr, rc, K, users)
+        s_k = top.top_values.min(axis=1)
+        v = top.rel_scores
+        inside = np.flatnonzero(v >= s_k[rr])
+        rank = np.zeros(len(rr), dtype=np.int64)
+        rank[inside] = 1 + (top.top_values[rr[inside]] > v[inside, None]).sum(axis=1)
+        sensitive = n_items - np.diff(M.indptr) < K
+        sensitive[rr[inside[top.n_equal[inside] > 1]]] = True
+        for j in np.flatnonzero(sensitive):
+            keep = np.ones(n_items, dtype=bool)
+            keep[M.indices[M.indptr[j] : M.indptr[j + 1]]] = False
+            cand = np.flatnonzero(keep)
+            ranked = cornac_rank(top.row_scores(j), cand, min(K, len(cand)))
+            pj = slice(R.indptr[j], R.indptr[j + 1])
+            at, where = np.nonzero(rc[pj][:, None] == ranked[None, :])
+            rank[pj] = 0
+            rank[pj][at] = where + 1
+    finally:  # the caller's score array gets its masked entries back, whatever happened
+        if restore is not None:
+            restore()
+    return rank, int(sensitive.sum())
 
 
 def evaluate(
@@ -335,36 +378,8 @@ def evaluate(
         rc, rv = R.indices, R.data
         n_rel = np.diff(R.indptr)
         rr = np.repeat(np.arange(b), n_rel)
-        restore = None
-        if b > 1 and S.strides[0] == 0:
-            top = _top_shared(_fit_width(S[0], n_items), M, rr, rc, K, u)
-        else:
-            top, restore = _top_dense(_fit_width(S, n_items), M, rr, rc, K, u)
-
-        # Rank of each relevant item (1-based; 0 = not in the top K). An item scored at or
-        # above the K-th score ranks 1 + the number of top-K scores above its own, unless it
-        # shares its score with another item: then the order among ties decides, and the
-        # user is re-ranked exactly as Cornac does (so are users with fewer than K candidates).
-        s_k = top.top_values.min(axis=1)
-        v = top.rel_scores
-        inside = np.flatnonzero(v >= s_k[rr])
-        rank = np.zeros(len(rr), dtype=np.int64)
-        rank[inside] = 1 + (top.top_values[rr[inside]] > v[inside, None]).sum(axis=1)
-        sensitive = np.zeros(b, dtype=bool)
-        sensitive[n_items - np.diff(M.indptr) < K] = True
-        sensitive[rr[inside[top.n_equal[inside] > 1]]] = True
-        for j in np.flatnonzero(sensitive):
-            keep = np.ones(n_items, dtype=bool)
-            keep[M.indices[M.indptr[j] : M.indptr[j + 1]]] = False
-            cand = np.flatnonzero(keep)
-            ranked = cornac_rank(top.row_scores(j), cand, min(K, len(cand)))
-            pj = slice(R.indptr[j], R.indptr[j + 1])
-            at, where = np.nonzero(rc[pj][:, None] == ranked[None, :])
-            rank[pj] = 0
-            rank[pj][at] = where + 1
-            n_fallback += 1
-        if restore is not None:
-            restore()
+        rank, n_reranked = _relevant_ranks(S, M, R, rr, K, u, n_items)
+        n_fallback += n_reranked
 
         # Metrics from the ranks: sums over each user's relevant items.
         disc = np.where(rank > 0, discounts[np.maximum(rank, 1) - 1], 0.0)

@@ -19,6 +19,7 @@ Outputs (the contract with stage 5) are written by :func:`collect`.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -92,6 +93,10 @@ class Context:
     feature_cache: dict[str, AlignedFeatures] = field(default_factory=dict)
     attached: tuple | None = None
     feature_loader: Any = None  # name -> FeatureSet (default: the run's feature store)
+    # What every cell depends on besides its own settings: the split's content and the
+    # training code (models, evaluation, training); see :func:`cell_fingerprint`.
+    inputs_hash: str = ""
+    feature_hashes: dict[str, str] = field(default_factory=dict)
 
     @property
     def cells_dir(self) -> Path:
@@ -121,7 +126,38 @@ def prepare(P, triples: SplitTriples | None = None, feature_loader=None) -> Cont
     unk["users_no_relevant"] = [0, val.n_skipped_no_relevant, test.n_skipped_no_relevant]
     write_csv(unk, out_dir / "unknowns.csv")
     loader = feature_loader or (lambda name: load_feature_set(P.run_dir, name))
-    return Context(P.profile, Path(P.run_dir), out_dir, T, method, val, test, user_ids, unk, feature_loader=loader)
+    return Context(P.profile, Path(P.run_dir), out_dir, T, method, val, test, user_ids, unk, feature_loader=loader,
+                   inputs_hash=sha256_json(dict(data=_triples_hash(triples), code=_training_code_hash())))
+
+
+def _triples_hash(triples: SplitTriples) -> str:
+    h = hashlib.sha256()
+    for name in ("train", "val", "test"):
+        h.update(name.encode())
+        h.update(json.dumps(getattr(triples, name), default=str, separators=(",", ":")).encode("utf-8"))
+    return h.hexdigest()
+
+
+def _training_code_hash() -> str:
+    """The train stage's code (the same hash the runner's stage fingerprint uses)."""
+    from mmrepr.runner import code_hash
+    from mmrepr.stages import get_stage
+
+    return code_hash(get_stage("train"))
+
+
+def _feature_hash(ctx: Context, name: str) -> str:
+    """Content of a feature set as the models see it (aligned rows, every role, its meta)."""
+    if name not in ctx.feature_hashes:
+        al = _features_for(ctx, name)
+        h = hashlib.sha256(json.dumps(dict(meta=al.meta, zeroed=al.n_missing_zeroed), sort_keys=True,
+                                      default=str).encode("utf-8"))
+        for role in sorted(al.matrices):
+            m = np.ascontiguousarray(al.matrices[role])
+            h.update(f"{role}:{m.dtype}:{m.shape}".encode())
+            h.update(m.tobytes())
+        ctx.feature_hashes[name] = h.hexdigest()
+    return ctx.feature_hashes[name]
 
 
 # ---- planning -------------------------------------------------------------------------
@@ -176,11 +212,15 @@ def control_pairs(P) -> dict[str, list[str]]:
 
 
 def cell_fingerprint(ctx: Context, cell: Cell) -> str:
+    """Everything that decides a cell's numbers: its settings, the training settings, the
+    split's content, the training code and the content of its feature set. A saved cell
+    is reused only when all of them match, so changed data, features or code retrain."""
     T = ctx.train
     return sha256_json(
         dict(cell=cell.__dict__, epochs=T.epochs, eval_every=T.eval_every, patience=T.early_stop_patience,
              batch_size=T.batch_size, cutoffs=sorted(set(T.cutoffs)), threshold=T.rating_threshold,
-             selection=T.selection_metric, mask=getattr(T, "mask_train", "positives"))
+             selection=T.selection_metric, mask=getattr(T, "mask_train", "positives"), inputs=ctx.inputs_hash,
+             features=_feature_hash(ctx, cell.feature_set) if cell.feature_set else "")
     )
 
 
