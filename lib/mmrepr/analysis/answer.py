@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 # How the answer names Attribute Item-kNN's reference.
-KNN_NAMES = {"ElliotItemKNN": "Item-kNN on interactions (same scorer)", "ItemKNN": "Item-kNN (Cornac)"}
+KNN_NAMES = {"ElliotItemKNN": "Item-kNN on interactions", "ItemKNN": "Cornac's Item-kNN"}
 CORRECTION_NAMES = {"holm": "Holm", "bonferroni": "Bonferroni", "fdr_bh": "Benjamini-Hochberg", "none": "uncorrected"}
 
 
