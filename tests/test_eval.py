@@ -169,6 +169,10 @@ def test_scores_used_in_place_are_restored_and_masked_nan_is_ignored():
     table[u0, candidate] = np.nan
     with pytest.raises(ValueError, match=f"NaN.*first user index {u0}"):
         evaluate(lambda u: table[u], split)
+    snapshot = table.copy()
+    with pytest.raises(ValueError, match="NaN"):  # scores used in place: restored on the error too
+        evaluate(lambda u: table[u[0] : u[-1] + 1] if np.all(np.diff(u) == 1) else table[u], split, chunk_size=7)
+    np.testing.assert_array_equal(table, snapshot)
     with pytest.raises(ValueError, match="NaN"):
         evaluate(lambda u: np.broadcast_to(table[u0], (len(u), split.n_items)), split)
 

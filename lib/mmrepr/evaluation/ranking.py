@@ -234,10 +234,9 @@ def _nan_error(users: np.ndarray, rows: np.ndarray) -> ValueError:
     return ValueError(f"score_fn returned NaN scores for candidate items (first user index {int(users[rows][0])})")
 
 
-def _top_dense(S: np.ndarray, M: sp.csr_matrix, rr, rc, K: int, users: np.ndarray) -> tuple[_ChunkTop, Callable]:
-    """One score row per user. Masked items are set to -inf *in place* when ``S`` is a
-    writable float array (the returned callable restores them), else in a copy."""
-    b, n_items = S.shape
+def _mask_scores(S: np.ndarray, M: sp.csr_matrix) -> tuple[np.ndarray, Callable[[], None]]:
+    """Scores with the masked items at -inf, and a callable that undoes it. A writable float
+    ``S`` is changed in place (the callable restores it); anything else is copied."""
     mr, mc = M.nonzero()
     if S.flags.writeable and S.flags.c_contiguous and np.issubdtype(S.dtype, np.floating):
         F, saved = S, S[mr, mc].copy()
@@ -250,25 +249,27 @@ def _top_dense(S: np.ndarray, M: sp.csr_matrix, rr, rc, K: int, users: np.ndarra
         def restore():
             return None
     F[mr, mc] = -np.inf
-    try:
-        top = np.full((b, K), -np.inf, dtype=F.dtype)
-        kk = min(K, n_items)
-        if kk:
-            top[:, :kk] = topk_values(torch.from_numpy(F), kk).numpy()
-        bad = np.isnan(top).any(axis=1)
-        if bad.any():
-            raise _nan_error(users, bad)
-        rel_scores = F[rr, rc]
-        n_equal = np.zeros(len(rr), dtype=np.int64)
-        near = np.flatnonzero(rel_scores >= top.min(axis=1)[rr])
-        for lo in range(0, len(near), 256):  # bounded memory
-            sel = near[lo : lo + 256]
-            n_equal[sel] = (F[rr[sel]] == rel_scores[sel, None]).sum(axis=1)
-    except BaseException:
-        restore()  # the caller never receives the callable
-        raise
+    return F, restore
+
+
+def _top_dense(F: np.ndarray, S: np.ndarray, rr, rc, K: int, users: np.ndarray) -> _ChunkTop:
+    """One score row per user; ``F`` is ``S`` with the masked items at -inf."""
+    b, n_items = F.shape
+    top = np.full((b, K), -np.inf, dtype=F.dtype)
+    kk = min(K, n_items)
+    if kk:
+        top[:, :kk] = topk_values(torch.from_numpy(F), kk).numpy()
+    bad = np.isnan(top).any(axis=1)
+    if bad.any():
+        raise _nan_error(users, bad)
+    rel_scores = F[rr, rc]
+    n_equal = np.zeros(len(rr), dtype=np.int64)
+    near = np.flatnonzero(rel_scores >= top.min(axis=1)[rr])
+    for lo in range(0, len(near), 256):  # bounded memory
+        sel = near[lo : lo + 256]
+        n_equal[sel] = (F[rr[sel]] == rel_scores[sel, None]).sum(axis=1)
     # Exact re-ranking reads the model's own dtype (masked -inf entries are never candidates).
-    return _ChunkTop(top, rel_scores, n_equal, lambda j: S[j]), restore
+    return _ChunkTop(top, rel_scores, n_equal, lambda j: S[j])
 
 
 def _top_shared(row: np.ndarray, M: sp.csr_matrix, rr, rc, K: int, users: np.ndarray) -> _ChunkTop:
@@ -314,10 +315,12 @@ def _relevant_ranks(S: np.ndarray, M: sp.csr_matrix, R: sp.csr_matrix, rr: np.nd
     rc = R.indices
     restore = None
     try:
-        if b > 1 and S.strides[0] == 0:
+        if b > 1 and S.strides[0] == 0:  # one row broadcast to every user
             top = _top_shared(_fit_width(S[0], n_items), M, rr, rc, K, users)
         else:
-            top, restore = _top_dense(_fit_width(S, n_items), M, rr, rc, K, users)
+            S = _fit_width(S, n_items)
+            F, restore = _mask_scores(S, M)  # the last thing it does is the masking
+            top = _top_dense(F, S, rr, rc, K, users)
         s_k = top.top_values.min(axis=1)
         v = top.rel_scores
         inside = np.flatnonzero(v >= s_k[rr])
@@ -389,12 +392,12 @@ def evaluate(
         ideal_rank = np.arange(len(o)) - np.repeat(R.indptr[:-1], n_rel)  # 0-based, per user
         ideal_disc = np.where(ideal_rank < K, discounts[np.minimum(ideal_rank, K - 1)], 0.0)
         sl = slice(start, start + b)
+
+        def per_user(w):
+            return np.bincount(rr, weights=w, minlength=b)
+
         for k in cutoffs:
             hit = (rank > 0) & (rank <= k)
-
-            def per_user(w):
-                return np.bincount(rr, weights=w, minlength=b)
-
             hits = per_user(hit.astype(np.float64))
             out[("Recall", k)][sl] = hits / n_rel
             out[("HR", k)][sl] = (hits > 0).astype(float)
