@@ -32,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
 
             run(args.params, stages=args.stages, force=args.force)
         elif args.command == "check":
+            from mmrepr.data.checks import check_run_data
+
             p = load_params(args.params)
+            problems = check_run_data(p)
+            if problems:
+                raise ParamsError(f"{args.params}: " + "; ".join(problems))
             print(f"{args.params}: OK (profile {p.profile}, hash {p.hash[:12]}, run dir {p.run_dir})")
         elif args.command == "report":
             from mmrepr.analysis.report import build_report
