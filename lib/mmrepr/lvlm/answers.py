@@ -113,9 +113,10 @@ def read_answers(path: str | Path) -> tuple[pd.DataFrame, AnswersReport]:
         if last > lineno and len(row) >= 2:
             # A quoted answer over several lines is legal, but one whose inner lines start like
             # records ("<id>,") is an unterminated quote swallowing the rows after it.
-            for off, inner in enumerate(",".join(row[1:]).split("\n")[1:], start=1):
+            for inner in (",".join(row[1:]).split("\n")[1:]):
                 m = _ROW_START.match(inner)
-                if m and _id_shape(_IMAGE_EXT.sub("", m.group(1))) in shapes:
+                known = shapes | {_id_shape(_IMAGE_EXT.sub("", row[0].strip()))}
+                if m and _id_shape(_IMAGE_EXT.sub("", m.group(1))) in known:
                     raise AnswersError(
                         f"{path}, line {lineno}: the answer of {row[0].strip()!r} runs over lines {lineno}-{last} "
                         f"and contains what looks like another row ({inner[:60]!r}): an unterminated quote? "
