@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -136,17 +137,41 @@ _PAPERMILL_CELL_DROP = ("start_time", "end_time", "duration")
 _PAPERMILL_NB_DROP = ("start_time", "end_time", "duration", "input_path", "output_path")
 
 
+# tqdm's progress bars (they carry rates and elapsed times) in a stderr stream
+_PROGRESS = re.compile(r"\[\d+:\d\d(?::\d\d)?(?:<[^\]]*)?,[^\]]*(?:/s|s/[^\]]*)\]")
+# logging's asctime prefix ("2026-01-01 12:00:00,123 ")
+_LOG_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", re.MULTILINE)
+
+
 def strip_timing(nb) -> None:
-    """Remove execution timestamps and temporary paths from an executed notebook (in place)."""
+    """Make an executed notebook depend on its results only (in place): no execution
+    timestamps or temporary paths in the metadata, a fixed id for papermill's injected cell,
+    no progress bars, no log timestamps."""
     pm_meta = nb.metadata.get("papermill", {})
     for k in _PAPERMILL_NB_DROP:
         pm_meta.pop(k, None)
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
         for k in _CELL_META_DROP:
             cell.metadata.pop(k, None)
         cp = cell.metadata.get("papermill", {})
         for k in _PAPERMILL_CELL_DROP:
             cp.pop(k, None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell["id"] = "injected-parameters"  # papermill draws a random one
+        if cell.get("cell_type") != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                text = out.get("text", "")
+                text = "".join(text) if isinstance(text, list) else text
+                lines = [ln for ln in re.split(r"(?<=[\r\n])", text) if not _PROGRESS.search(ln)]
+                text = _LOG_TIME.sub("", "".join(lines))
+                if not text.strip():
+                    continue
+                out["text"] = text
+            kept.append(out)
+        cell["outputs"] = kept
 
 
 @dataclass
