@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmrepr.training.results import METRIC_PATTERN
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -17,11 +19,21 @@ class Grid(Strict):
     reg: list[float] = [0.01, 0.1]
 
 
+class RayParams(Strict):
+    # An existing cluster (``ray://host:10001`` or ``host:6379``); None: the RAY_ADDRESS
+    # environment variable, else a local Ray on this machine.
+    address: str | None = None
+    # Local Ray only: how many cells run at once (default: every CPU).
+    num_workers: int | None = Field(None, ge=1)
+    # CPUs (and torch threads) each cell's task takes.
+    threads_per_worker: int = Field(1, ge=1)
+
+
 class TrainParams(Strict):
-    multimodal_models: list[str] = Field(default_factory=lambda: ["VBPR", "LATTICE", "FREEDOM", "BM3"])
-    baselines: list[str] = Field(
-        default_factory=lambda: ["Random", "MostPop", "ItemKNN", "ElliotItemKNN", "AttributeItemKNN", "BPR", "LightGCN"]
-    )
+    # Models by registered name (mmrepr.models.registry); None: every registered model of
+    # that family (resolved when stage 4 plans its cells, so params import no model code).
+    multimodal_models: list[str] | None = None
+    baselines: list[str] | None = None
     # Feature sets (by name, from stages 2 and 3) each multimodal model is trained on.
     feature_sets: list[str] = Field(default_factory=list)
     # One-hot attribute sets (LVLM keywords) for Attribute Item-kNN.
@@ -36,9 +48,13 @@ class TrainParams(Strict):
     seeds: list[int] = Field(default_factory=lambda: [123])
     rating_threshold: float = 4.0
     cutoffs: list[int] = Field(default_factory=lambda: [20])
-    selection_metric: str = Field("Recall@20", pattern=r"^(Recall|nDCG|HR|nDCG_graded)@[1-9][0-9]*$")
+    selection_metric: str = Field("Recall@20", pattern=METRIC_PATTERN)
     # Which training items leave the candidate list: "positives" (rating >= threshold; what
     # Cornac's ranking_eval does, our reference) or "all" training interactions (Elliot).
     mask_train: Literal["positives", "all"] = "positives"
     # Users scored per block by the evaluator (memory ~ eval_chunk_size x n_items x 8 bytes).
     eval_chunk_size: int = Field(1024, ge=1)
+    # Where cells run: "inprocess" (this process, one after another) or "ray" (Ray tasks,
+    # local or on a cluster; see docs/cluster.md). Results are the same either way.
+    executor: Literal["inprocess", "ray"] = "inprocess"
+    ray: RayParams = RayParams()
