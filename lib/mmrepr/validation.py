@@ -76,13 +76,27 @@ def load_yaml(text: str, name: str) -> Any:
 
 
 # ---- one section at a time -------------------------------------------------------------
-def _model_names() -> tuple[dict[str, str | None], str]:
-    """Registry model names -> what they need ("features", "attributes" or None)."""
+def _model_problems(key: str, names: list[str], family: str) -> list[tuple[str, str]]:
+    """Names of ``train.multimodal_models`` / ``train.baselines`` against the model registry."""
     from mmrepr.models import registry
 
-    if hasattr(registry, "names") and hasattr(registry, "get_spec"):
-        return {n: registry.get_spec(n).needs for n in registry.names()}, "mmrepr.models.registry"
-    return {n: s.needs for n, s in registry.SPECS.items()}, "mmrepr.models.registry"
+    allowed = registry.names(family=family)
+    other = "baseline" if family == "multimodal" else "multimodal"
+    others = registry.names(family=other)
+    kind = "multimodal model" if family == "multimodal" else "baseline"
+    out = []
+    for i, n in enumerate(names):
+        if n in allowed:
+            continue
+        if n in others:
+            hint = f" (a {other} model: list it under train.{'baselines' if other == 'baseline' else 'multimodal_models'})"
+        elif registry.known(n):
+            hint = f" (known but not available: {registry.unavailable_reason(n)})"
+        else:
+            hint = ""
+        out.append((f"{key}.{i}", f"unknown {kind} {n!r}{hint}; allowed (mmrepr.models.registry): "
+                                  f"{', '.join(allowed)}"))
+    return out
 
 
 def _positive(values: Iterable[Any], key: str, what: str, strict: bool = True) -> list[tuple[str, str]]:
@@ -114,17 +128,10 @@ def value_problems(P: "Params") -> list[tuple[str, str]]:
     probs: list[tuple[str, str]] = []
     T = P.train
     # Models against the registry (an unknown name would be skipped as "not available").
-    needs, where = _model_names()
-    mm = sorted(n for n, k in needs.items() if k == "features")
-    bl = sorted(n for n, k in needs.items() if k != "features")
-    for key, names, allowed, kind in (("train.multimodal_models", T.multimodal_models, mm, "multimodal model"),
-                                      ("train.baselines", T.baselines, bl, "baseline")):
-        for i, n in enumerate(names):
-            if n not in allowed:
-                hint = " (a multimodal model: list it under train.multimodal_models)" if n in mm else (
-                    " (a baseline: list it under train.baselines)" if n in bl else "")
-                probs.append((f"{key}.{i}", f"unknown {kind} {n!r}{hint}; allowed ({where}): {', '.join(allowed)}"))
-        probs += _duplicates(names, key)
+    probs += _model_problems("train.multimodal_models", list(T.multimodal_models or []), "multimodal")
+    probs += _model_problems("train.baselines", list(T.baselines or []), "baseline")
+    probs += _duplicates(list(T.multimodal_models or []), "train.multimodal_models")
+    probs += _duplicates(list(T.baselines or []), "train.baselines")
     g = T.grid
     probs += _nonempty(g.lr, "train.grid.lr", "learning rate")
     probs += _positive(g.lr, "train.grid.lr", "a learning rate must be > 0")
