@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
+from mmrepr.progress import tqdm
 
 METRICS = ("Recall", "nDCG", "HR", "nDCG_graded")
 

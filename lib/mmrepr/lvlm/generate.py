@@ -350,7 +350,7 @@ def generate_items(
     Returns the per-item table (asin, status, result, reason, n_tokens, eos) in
     ``items_df`` order, the embeddings of the ok rows, and timing numbers for this call.
     """
-    from tqdm.auto import tqdm
+    from mmrepr.progress import tqdm
 
     folder = Path(folder)
     missing = {"item", "image_path"} - set(items_df.columns)

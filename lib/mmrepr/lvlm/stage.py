@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from mmrepr.progress import tqdm
 
 from mmrepr.features.store import FeatureSet, save_feature_set
 from mmrepr.io import write_csv, write_json, write_parquet

@@ -15,13 +15,12 @@ seeded sampler proposes the same trials and finished cells answer from the cell 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import pandas as pd
-from tqdm.auto import tqdm
+from mmrepr.progress import tqdm
 
 from mmrepr.training import results as _results
 from mmrepr.training.cells import (  # noqa: F401 - the stage's API in one place
@@ -63,7 +62,7 @@ class SearchReport:
 
 def progress_bar(total: int, desc: str, enabled: bool = True):
     """One terminal progress line (stderr of the process), never in a notebook's output."""
-    return tqdm(total=total, desc=desc, disable=not enabled, file=sys.__stderr__, mininterval=2.0, leave=False)
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
 
 
 def run_search(P, ctx: Context | None = None, progress: bool = True, models: Iterable[str] | None = None,
