@@ -24,6 +24,9 @@ STILL_TIMED = [
     "features/*/meta.json", "features/summary.csv", "features/_cache/*",
     "notebooks/02_feature_extraction.ipynb", "report/notebooks/02_feature_extraction.html",
     "notebooks/04_train.ipynb", "report/notebooks/04_train.html",
+    # stage 4's per-cell records (train seconds) and stage 5's index/notebook that show them
+    "train/cells/*.json", "train/cells_summary.csv", "analysis/index.json", "report/analysis/index.json",
+    "notebooks/05_analysis.ipynb", "report/notebooks/05_analysis.html",
 ]
 
 
@@ -65,7 +68,7 @@ def test_two_clean_runs_are_identical(tmp_path, monkeypatch):
     unexpected = [k for k in differ if not any(fnmatch.fnmatch(k, g) for g in STILL_TIMED)]
     assert not unexpected, f"files that differ between two clean runs: {unexpected}"
     # everything else is byte-identical: figures, tables, data, results, notebooks 01/03/05
-    for must in ("analysis/tables/main.html", "notebooks/05_analysis.ipynb", "notebooks/01_data_prep.ipynb",
+    for must in ("analysis/tables/main.html", "notebooks/03_lvlm.ipynb", "notebooks/01_data_prep.ipynb",
                  "train/results.parquet"):
         assert must in a and a[must] == b[must], must
     assert [k for k in a if re.search(r"analysis/figures/.*\.svg$", k)]
