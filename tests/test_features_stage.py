@@ -81,7 +81,14 @@ def test_run_features_writes_sets_controls_and_reruns_from_cache(tmp_path):
 
 
 def test_unknown_set_fails_before_encoding(tmp_path):
-    P = make_run(tmp_path, {"sets": ["colour", "rn50"]})
+    from mmrepr.config import ParamsError
+
+    # refused by the params schema already, naming the key and the allowed sets
+    with pytest.raises(ParamsError, match=r"features\.sets\.1.*'rn50'.*allowed"):
+        make_run(tmp_path, {"sets": ["colour", "rn50"]})
+    # and by the stage itself for params built without validation
+    P = make_run(tmp_path, {"sets": ["colour"]})
+    P = P.model_copy(update={"features": P.features.model_copy(update={"sets": ["colour", "rn50"]})})
     with pytest.raises(KeyError, match="rn50"):
         run_features(P, progress=False)
     assert list_feature_sets(P.run_dir) == []

@@ -162,7 +162,9 @@ def test_phi3_v_has_no_offline_build(tmp_path):
 def _params(runs: Path, model_dir: Path, **lvlm):
     over = {"runs_dir": str(runs), "lvlm": {
         "models": [{"name": "tiny", "model_id": str(model_dir), "family": "qwen2_vl", "random_weights": True}],
-        "prompt": PROMPT, "chunk_size": 2, "batch_size": 2, "max_new_tokens": 6, **lvlm}}
+        "prompt": PROMPT, "chunk_size": 2, "batch_size": 2, "max_new_tokens": 6, **lvlm},
+        # the profile's train section must name sets this (renamed) model makes
+        "train": {"feature_sets": ["colour_minilm", "tiny"], "attribute_feature_sets": ["tiny__onehot"]}}
     return load_params(ROOT / "params" / "demo.yaml", overrides=over)
 
 
