@@ -415,11 +415,3 @@ def evaluate(
             ideal = np.bincount(rr[o], weights=gain[o] * ideal_disc * (ideal_rank < k), minlength=b)
             out[("nDCG_graded", k)][sl] = per_user(hit * gain * disc) / ideal
     return EvalResult(split.name, cutoffs, users, out, n_tie_fallback=n_fallback)
-
-
-def evaluate_model(model, split: EvalSplit, cutoffs: Sequence[int] = (20,), chunk_size: int = 1024,
-                   progress: bool = False) -> EvalResult:
-    """:func:`evaluate` with the model's batched scorer (see ``mmrepr.models.adapters``)."""
-    from mmrepr.models.adapters import score_users
-
-    return evaluate(lambda u: score_users(model, u), split, cutoffs, chunk_size, progress)

@@ -446,8 +446,9 @@ def run_model(P, items_df: pd.DataFrame, spec, *, device: str | None = None, dty
     import transformers
 
     L = P.lvlm
-    if not L.prompt:
-        raise ValueError("lvlm.prompt is empty: the dataset's FITB prompt is required to run a model")
+    from mmrepr.lvlm.parse import require_prompt
+
+    require_prompt(L.prompt)
     path, random_weights = resolve_model(P, spec)
     if generator is None:
         generator = LvlmGenerator.from_pretrained(
