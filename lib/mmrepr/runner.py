@@ -4,7 +4,9 @@
 
 Each executed notebook goes to ``runs/<profile>/notebooks/``; each finished stage leaves
 a record in ``runs/<profile>/.stages/<stage>.json`` holding its fingerprint. A stage is
-skipped when its fingerprint is unchanged and its outputs exist. Stages write their
+skipped when its fingerprint is unchanged and its outputs exist. What a stage measures
+(seconds, items/s, peak memory: :mod:`mmrepr.timings`) goes into its record and the
+manifest, never into its outputs. Stages write their
 artefacts atomically and cache their own partial work, so a killed run started again
 resumes where it stopped.
 
@@ -28,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmrepr import __version__
+from mmrepr import __version__, timings
 from mmrepr.config import Params, load_params
 from mmrepr.io import atomic_path, read_json, sha256_file, sha256_json, sha256_tree, write_json
 from mmrepr.manifest import git_state, host_info, now, package_versions, update_manifest
@@ -315,6 +317,7 @@ def _run_locked(params: Params, params_file: Path, wanted: list[str], force: boo
         print(f"[mmrepr] {stage.name}: running {stage.notebook} ...", flush=True)
         t0 = time.perf_counter()
         record_path(params, stage).unlink(missing_ok=True)
+        timings.clear(run_dir, stage.name)  # the record holds what this execution measured
         out_nb = execute_notebook(params, params_file, stage)
         seconds = round(time.perf_counter() - t0, 2)
         record = {
@@ -322,6 +325,8 @@ def _run_locked(params: Params, params_file: Path, wanted: list[str], force: boo
             "finished": now(),
             "seconds": seconds,
             "notebook": str(out_nb.relative_to(run_dir)),
+            # what the stage measured (mmrepr.timings): kept out of its outputs
+            "timings": timings.gather(run_dir, stage.name),
         }
         write_json(record_path(params, stage), record)
         update_manifest(manifest, stages={stage.name: {**record, "status": "ran"}})
