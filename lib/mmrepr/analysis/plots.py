@@ -27,8 +27,10 @@ def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> dict[str, Path]:
     paths = {}
     for fmt in ("png", "svg"):
         path = out_dir / f"{_safe(name)}.{fmt}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=100)
+        with atomic_path(path) as tmp, plt.rc_context({"svg.hashsalt": f"mmrepr-{_safe(name)}"}):
+            # fixed SVG ids (hashsalt) and no date/software stamps: reruns give identical bytes
+            meta = {"Date": None} if fmt == "svg" else {"Software": None}
+            fig.savefig(tmp, format=fmt, dpi=100, metadata=meta)
         paths[fmt] = path
     plt.close(fig)
     return paths

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from mmrepr import timings
 from mmrepr.analysis import plots, tables
 from mmrepr.analysis.answer import answer_markdown, compute_answer
 from mmrepr.analysis.load import Inputs, load_inputs, load_lvlm_tables, load_truth, parse_metric, planted_weights
@@ -121,9 +122,10 @@ def run_analysis(P, out_dir: Path | None = None) -> AnalysisResult:
     written.update(
         primary_metric=primary, metrics=labels, alpha=a.alpha, correction=a.correction, bootstrap=a.bootstrap,
         n_tests=int(len(tests)), n_significant=int(tests["significant"].sum()) if not tests.empty else 0,
-        n_problems=len(inp.problems), seconds=seconds,
+        n_problems=len(inp.problems),
     )
     write_json(out / "index.json", written)
-    log.info("analysis: %d tests, %d figures, %d problems in %.1fs -> %s", len(tests), len(figs), len(inp.problems),
-             seconds, out)
+    timings.record(run_dir, "analysis", "run_analysis", seconds=seconds)  # measured: not in index.json
+    log.info("analysis: %d tests, %d figures, %d problems -> %s", len(tests), len(figs), len(inp.problems), out)
+    timings.say(f"analysis: done in {seconds:.1f}s")
     return AnalysisResult(out, inp, summary, tests, intervals, tbls, answer, figs, seconds)

@@ -7,6 +7,8 @@ the same thing in data: ties are all marked.
 
 from __future__ import annotations
 
+import hashlib
+
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +113,8 @@ def styled_html(df: pd.DataFrame, metrics: list[str], caption: str) -> str:
     floats = [c for c in shown.columns if pd.api.types.is_float_dtype(shown[c])]
     fmt = {c: ("{:.3g}" if c.startswith("p_") else "{:.4f}") for c in floats}
     styler = (
-        shown.style.apply(bold, subset=[m for m in metrics if m in shown])
+        # a fixed uuid (pandas draws a random one) so the HTML is identical between runs
+        shown.style.set_uuid(hashlib.sha256(caption.encode()).hexdigest()[:8]).apply(bold, subset=[m for m in metrics if m in shown])
         .format(fmt, na_rep="")
         .hide(axis="index")
         .set_caption(caption)

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mmrepr import timings
+from mmrepr.data.checks import check_rating_threshold
 from mmrepr.evaluation.ranking import EvalSplit, evaluate, split_from_cornac
 from mmrepr.features.store import load_feature_set
 from mmrepr.io import read_json, sha256_json, write_csv, write_json, write_parquet
@@ -70,6 +72,9 @@ def prepare(P, triples: SplitTriples | None = None, feature_loader=None) -> Cont
         ds = load_dataset(P.run_dir)
         triples = SplitTriples.from_interactions(ds.interactions, str(ds.root / "interactions.parquet"))
     T = P.train
+    # a threshold above every rating would make no interaction relevant: refuse it, naming the file
+    check_rating_threshold(T.rating_threshold, [r for split in (triples.train, triples.val, triples.test)
+                                                for _, _, r in split], triples.source or "the interactions")
     method = build_method(triples, T.rating_threshold, P.seed)
     mask = getattr(T, "mask_train", "positives")
     val = split_from_cornac("val", method.train_set, method.val_set, [], T.rating_threshold, mask=mask)
@@ -83,6 +88,9 @@ def prepare(P, triples: SplitTriples | None = None, feature_loader=None) -> Cont
     unk = unknown_report(triples)
     unk["evaluated_users"] = [len(uid), len(val.users), len(test.users)]
     unk["users_no_relevant"] = [0, val.n_skipped_no_relevant, test.n_skipped_no_relevant]
+    # the evaluator's count of target users with no training interaction (cold), and of those evaluated
+    unk["users_cold"] = [0, val.n_cold_users, test.n_cold_users]
+    unk["users_cold_evaluated"] = [0, val.n_cold_evaluated, test.n_cold_evaluated]
     write_csv(unk, out_dir / "unknowns.csv")
     loader = feature_loader or (lambda name: load_feature_set(P.run_dir, name))
     return Context(P.profile, Path(P.run_dir), out_dir, T, method, val, test, user_ids, unk, feature_loader=loader,
@@ -244,10 +252,12 @@ def run_cell(ctx: Context, cell: Cell) -> dict:
         key=cell.key, model=cell.model, feature_set=cell.feature_set, config_id=cell.config_id, params=cell.params,
         seed=cell.seed, fingerprint=cell_fingerprint(ctx, cell), best_epoch=elog.best_epoch,
         best_val=elog.best_value, selection_metric=T.selection_metric, stopped_early=elog.stopped_early,
-        epochs_evaluated=[e for e, _ in elog.evaluations], fit_seconds=round(fit_s, 3),
+        epochs_evaluated=[e for e, _ in elog.evaluations],
         test_tie_fallback_users=test.n_tie_fallback, diverged=bool(getattr(model, "diverged", False)), **info,
     )
     write_json(meta_p, meta)  # last: marks the cell done
+    # measured, so kept out of the cell's outputs: one timing file per cell (safe for Ray workers)
+    timings.record(ctx.run_dir, "train", cell.key, fit_seconds=round(fit_s, 3))
     return meta
 
 

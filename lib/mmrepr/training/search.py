@@ -22,6 +22,7 @@ from typing import Iterable
 import pandas as pd
 from mmrepr.progress import tqdm
 
+from mmrepr import timings
 from mmrepr.training import results as _results
 from mmrepr.training.cells import (  # noqa: F401 - the stage's API in one place
     Context,
@@ -122,6 +123,7 @@ def run_search(P, ctx: Context | None = None, progress: bool = True, models: Ite
     failures = [errors[c.key] for c in order if c.key in errors]
     report = SearchReport(order, metas, failures, unavailable, time.perf_counter() - t0, executor.name,
                           trained=trained)
+    timings.say(f"train: {len(metas)} cells ({trained} trained now) in {report.seconds:.0f}s on {executor.name}")
     report.outputs = collect(ctx, report)
     return report
 
