@@ -122,3 +122,15 @@ def write_table(df: pd.DataFrame, out_dir: Path, name: str, metrics: list[str], 
     with atomic_open(html, "w", encoding="utf-8") as fh:
         fh.write(styled_html(df, metrics, caption))
     return {"csv": csv, "html": html}
+
+
+def activity_table(by_activity: pd.DataFrame) -> pd.DataFrame:
+    """The content tests per user-activity bucket, one row per model, real/control pair and bucket."""
+    if by_activity.empty:
+        return pd.DataFrame()
+    cols = {"dataset": "dataset", "a_model": "model", "a_fs": "real", "b_fs": "control", "bucket": "users' train interactions",
+            "n": "n users", "mean_a": "real mean", "mean_b": "control mean", "diff": "diff", "rel_change": "rel_change",
+            "dz": "d_z", "dz_ci_low": "d_z CI low", "dz_ci_high": "d_z CI high", "p_wilcoxon_adj": "p_wilcoxon_adj",
+            "significant": "significant"}
+    t = by_activity[[c for c in cols if c in by_activity]].rename(columns=cols)
+    return t.reset_index(drop=True)
