@@ -115,3 +115,45 @@ def test_answer_has_one_sentence_per_model(tmp_path):
     assert "no evidence" in heads["LATTICE"]
     md = (res.out_dir / "answer.md").read_text()
     assert "In one sentence per model" in md and "effect size d_z" in md and "relative change" in md
+
+
+def _add_ablation(run_dir: Path, drop_textual: bool) -> None:
+    """VBPR on `real` with its visual role zeroed (a drop of 0.1 on every user: the planted
+    +0.1 is gone) and its textual role zeroed (the same drop, or none)."""
+    import json
+
+    tr = run_dir / "train"
+    best = pd.read_parquet(tr / "best.parquet")
+    real = pd.read_parquet(tr / "per_user" / f"VBPR__real__seed{F.SEED}.parquet")
+    noise = pd.read_parquet(tr / "per_user" / f"VBPR__noise_gaussian_real__seed{F.SEED}.parquet")
+    extra = []
+    for role, pu in (("visual", noise), ("textual", noise if drop_textual else real)):
+        fs = f"zeros_{role}_real"
+        (run_dir / "features" / fs).mkdir(parents=True, exist_ok=True)
+        (run_dir / "features" / fs / "meta.json").write_text(json.dumps(
+            {"name": fs, "kind": "ablation", "reference": "real", "ablated_role": role, "replacement": "zeros"}))
+        pu.to_parquet(tr / "per_user" / f"VBPR__{fs}__seed{F.SEED}.parquet", index=False)
+        rows = best[(best["model"] == "VBPR") & (best["feature_set"] == "real")].copy()
+        for m in ("Recall", "nDCG", "HR"):
+            rows.loc[rows["metric"] == m, "value"] = pu.loc[pu["metric"] == m, "value"].mean()
+        extra.append(rows.assign(feature_set=fs))
+    pd.concat([best, *extra], ignore_index=True).to_parquet(tr / "best.parquet", index=False)
+
+
+@pytest.mark.parametrize("drop_textual", [True, False])
+def test_ablation_labels_and_the_planted_truth(tmp_path, drop_textual):
+    P = F.params(tmp_path, bootstrap=50)
+    F.build(P.run_dir)  # planted weights: image 1.0, text 0.5 -> a content user should use both
+    _add_ablation(P.run_dir, drop_textual)
+    res = run_analysis(P)
+    ab = pd.read_csv(res.out_dir / "ablation.csv", keep_default_na=False)
+    row = ab[ab["model"] == "VBPR"].iloc[0]
+    assert row["reference"] == "real" and row["expected"] == "uses both modalities"
+    assert row["label"] == ("uses both modalities" if drop_textual else "relies on visual")
+    assert str(row["matches_truth"]) == str(drop_textual)
+    rec = next(r for r in res.answer["records"] if r["model"] == "VBPR")
+    assert rec["ablation"][0]["matches_truth"] is drop_textual
+    assert ("does NOT match" in " ".join(rec["sentences"])) is (not drop_textual)
+    assert "ablation_fx" in res.figures
+    # The ablation sets are not noise controls: the content verdict still counts 2 controls.
+    assert rec["n_controls"] == 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 # How the answer names Attribute Item-kNN's reference.
@@ -184,6 +185,24 @@ def compute_answer(tests: pd.DataFrame, summary: pd.DataFrame, primary: str, alp
                 }
             )
     return {"primary_metric": primary, "alpha": alpha, "records": records}
+
+
+def add_ablation_sentences(answer: dict[str, Any], ablations: pd.DataFrame) -> None:
+    """Add each model's modality-ablation label (and its check against the planted truth) to
+    its record and headline."""
+    for rec in answer["records"]:
+        rows = ablations[(ablations["dataset"] == rec["dataset"]) & (ablations["model"] == rec["model"])]
+        for r in rows.itertuples():
+            truth = ""
+            if isinstance(r.matches_truth, (bool, np.bool_)):
+                truth = (f"; the planted weights imply '{r.expected}', so the label "
+                         f"{'matches' if r.matches_truth else 'does NOT match'} the truth")
+            rec.setdefault("ablation", []).append(dict(reference=r.reference, label=r.label,
+                                                       matches_truth=None if not truth else bool(r.matches_truth)))
+            rec["sentences"].append(f"On {rec['dataset']}, replacing one modality of {r.reference} at a time, "
+                                    f"{rec['model']} {r.label} ({r.evidence}){truth}.")
+            if rec.get("headline"):
+                rec["headline"] = rec["headline"][:-1] + f"; modality ablation on {r.reference}: {r.label}."
 
 
 def answer_markdown(answer: dict[str, Any]) -> str:

@@ -60,7 +60,7 @@ figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; 
 .muted { color: #777; } pre { background: #f6f6f6; padding: .6em; overflow: auto; font-size: 0.8em; }
 </style>"""
 
-KEY_FIGURE_ORDER = ("content_use", "activity", "bars", "planted_vs_measured", "lvlm_quality", "keyword_distributions")
+KEY_FIGURE_ORDER = ("content_use", "ablation", "activity", "bars", "planted_vs_measured", "lvlm_quality", "keyword_distributions")
 
 
 def _e(x: Any) -> str:

@@ -150,6 +150,7 @@ def plan_comparisons(inp: Inputs, summary: pd.DataFrame, primary: str) -> list[C
 
     * content: each multimodal model on a control (noise/shuffled) vs on its reference
       feature set (or every real set when the reference was not trained);
+    * ablation: each multimodal model on a real set vs on that set with one modality replaced;
     * representation: each multimodal model's best real set (primary metric) vs its other real sets;
     * keywords: Attribute Item-kNN on each attribute set vs Item-kNN on interactions
       (ElliotItemKNN, the same scorer, when trained; else Cornac's ItemKNN);
@@ -171,6 +172,10 @@ def plan_comparisons(inp: Inputs, summary: pd.DataFrame, primary: str) -> list[C
                 refs = [ref] if ref in real else real
                 for r in refs:
                     plan.append(Comparison(str(dataset), "content", model, r, model, c))
+            # Modality ablations: the real set against the same set with one modality replaced.
+            for c in (fs for fs in sets if inp.kind(fs) == "ablation"):
+                if inp.reference(c) in real:
+                    plan.append(Comparison(str(dataset), "ablation", model, inp.reference(c), model, c))
             if real:
                 top = max(real, key=lambda fs: (np.nan_to_num(score[(model, fs)], nan=-np.inf), fs))
                 best_real[model] = top

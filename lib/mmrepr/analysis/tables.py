@@ -40,7 +40,7 @@ _FRONT = ["dataset", "family", "model", "feature_set", "kind"]
 
 def _order(df: pd.DataFrame, metrics: list[str], extra: list[str] = ()) -> pd.DataFrame:
     fam = {"baseline": 0, "multimodal": 1}
-    kind = {"none": 0, "real": 1, **{k: 2 + i for i, k in enumerate(CONTROL_KINDS)}}
+    kind = {"none": 0, "real": 1, **{k: 2 + i for i, k in enumerate(CONTROL_KINDS)}, "ablation": 2 + len(CONTROL_KINDS)}
     df = df.assign(_f=df["family"].map(fam), _k=df["kind"].map(kind).fillna(9))
     df = df.sort_values(["dataset", "_f", "model", "_k", "feature_set"]).drop(columns=["_f", "_k"])
     cols = [c for c in _FRONT if c in df] + list(extra) + [c for m in metrics for c in (m, f"{m} sd") if c in df]
