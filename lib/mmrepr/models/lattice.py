@@ -28,6 +28,7 @@ from mmrepr.models.graphs import (
     to_sparse,
 )
 from mmrepr.models.lightgcn import propagate_mean
+from mmrepr.models.spec import ModelSpec, embedding_build
 
 
 class LATTICE(EmbeddingRecommender):
@@ -136,3 +137,6 @@ class LATTICE(EmbeddingRecommender):
 
     def _final_embeddings(self):
         return self._forward(build=True)  # reference full_sort_predict rebuilds the graph
+
+
+SPEC = ModelSpec("LATTICE", "multimodal", embedding_build(LATTICE), needs="features")
