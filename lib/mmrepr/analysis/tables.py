@@ -139,3 +139,21 @@ def activity_table(by_activity: pd.DataFrame) -> pd.DataFrame:
             "significant": "significant"}
     t = by_activity[[c for c in cols if c in by_activity]].rename(columns=cols)
     return t.reset_index(drop=True)
+
+
+def real_vs_controls(best: pd.DataFrame, pairs: dict[str, list[str]], metric: str = "Recall", k: int = 20) -> pd.DataFrame:
+    """Per multimodal model and real feature set: the test ``metric@k`` on the real set, on each
+    control made from it (``pairs``: real -> controls) and the difference control - real
+    (mean over seeds; stage 4's ``best`` rows, before any significance test)."""
+    d = best[(best["split"] == "test") & (best["metric"] == metric) & (best["k"] == k)]
+    means = d.groupby(["model", "feature_set"])["value"].mean()
+    rows = []
+    for real, controls in pairs.items():
+        for model in sorted({m for m, fs in means.index if fs == real}):
+            for ctl in controls:
+                if (model, ctl) in means.index:
+                    r, c = float(means[(model, real)]), float(means[(model, ctl)])
+                    rows.append({"metric": f"{metric}@{k}", "model": model, "real": real, "control": ctl,
+                                 "on real": r, "on control": c, "control - real": c - r})
+    return pd.DataFrame(rows, columns=["metric", "model", "real", "control", "on real", "on control",
+                                       "control - real"])
