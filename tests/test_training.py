@@ -167,7 +167,7 @@ def test_bad_feature_matrices_are_clear_errors():
 
 
 @pytest.mark.slow
-def test_notebook_04_runs_on_a_toy_run(tmp_path):
+def test_notebook_04_runs_on_a_toy_run(tmp_path, monkeypatch):
     import nbformat
     import papermill as pm
 
@@ -176,6 +176,8 @@ def test_notebook_04_runs_on_a_toy_run(tmp_path):
     make_toy_run(P.run_dir)
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "04.ipynb"
+    # ipykernel captures fd 2 into the notebook except under pytest: capture as in a real run.
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
     pm.execute_notebook(str(root / "notebooks" / "04_train.ipynb"), str(out), cwd=str(root / "notebooks"),
                         parameters=dict(params_file="toy", params=P.model_dump(mode="json")), progress_bar=False)
     outs = [o for c in nbformat.read(out, 4).cells if c.cell_type == "code" for o in c.outputs]
