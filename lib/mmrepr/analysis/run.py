@@ -18,14 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-<<<<<<< HEAD
 from mmrepr import timings
-from mmrepr.analysis import plots, tables
-from mmrepr.analysis.answer import answer_markdown, compute_answer
-=======
 from mmrepr.analysis import ablation, activity, plots, tables
 from mmrepr.analysis.answer import add_ablation_sentences, answer_markdown, compute_answer
->>>>>>> iss12
 from mmrepr.analysis.load import Inputs, load_inputs, load_lvlm_tables, load_truth, parse_metric, planted_weights
 from mmrepr.analysis.stats import cell_intervals, plan_comparisons, run_tests, seed_averaged, seed_stability, summary_means
 from mmrepr.io import atomic_open, write_csv, write_json
