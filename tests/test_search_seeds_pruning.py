@@ -216,5 +216,5 @@ def test_early_stopping_is_recorded_with_pruning_and_converged_is_computed(tmp_p
 
 
 def test_seeds_must_be_distinct():
-    with pytest.raises(Exception, match="repeats a seed"):
+    with pytest.raises(Exception, match=r"train\.seeds\.1.*listed twice"):
         _params("/tmp", seeds=[1, 1])
