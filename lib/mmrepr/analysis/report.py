@@ -60,7 +60,7 @@ figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; 
 .muted { color: #777; } pre { background: #f6f6f6; padding: .6em; overflow: auto; font-size: 0.8em; }
 </style>"""
 
-KEY_FIGURE_ORDER = ("content_use", "bars", "planted_vs_measured", "lvlm_quality", "keyword_distributions")
+KEY_FIGURE_ORDER = ("content_use", "ablation", "activity", "bars", "planted_vs_measured", "lvlm_quality", "keyword_distributions")
 
 
 def _e(x: Any) -> str:
@@ -160,6 +160,9 @@ def _answer_html(answer: dict[str, Any] | None) -> str:
              "Every sentence is generated from the significance table.</p>"]
     if not answer.get("records"):
         parts.append("<p>No comparisons could be made.</p>")
+    heads = [rec["headline"] for rec in answer.get("records", []) if rec.get("headline")]
+    if heads:
+        parts.append('<ul class="answer verdict">' + "".join(f"<li>{_e(h)}</li>" for h in heads) + "</ul>")
     for rec in answer.get("records", []):
         head = rec["model"] + (f" on {rec['feature_set']}" if rec.get("feature_set") else "")
         verdict = rec.get("content_verdict") or rec.get("keywords_verdict", "")

@@ -161,12 +161,20 @@ def cell_fingerprint(ctx: Context, cell: Cell) -> str:
     split's content, the training code and the content of its feature set. A saved cell
     is reused only when all of them match, so changed data, features or code retrain."""
     T = ctx.train
+    # Bookkeeping (rung, pruned, phase) stays out: the same training in another role is reused.
+    settings = dict(model=cell.model, feature_set=cell.feature_set, config_id=cell.config_id, params=cell.params,
+                    seed=cell.seed)
     return sha256_json(
-        dict(cell=cell.__dict__, epochs=T.epochs, eval_every=T.eval_every, patience=T.early_stop_patience,
+        dict(cell=settings, epochs=cell_epochs(T, cell), eval_every=T.eval_every, patience=T.early_stop_patience,
              batch_size=T.batch_size, cutoffs=sorted(set(T.cutoffs)), threshold=T.rating_threshold,
              selection=T.selection_metric, mask=getattr(T, "mask_train", "positives"), inputs=ctx.inputs_hash,
              features=_feature_hash(ctx, cell.feature_set) if cell.feature_set else "")
     )
+
+
+def cell_epochs(train, cell: Cell) -> int:
+    """The cell's epoch budget: its pruning rung's, else ``train.epochs``."""
+    return train.epochs if cell.epochs is None else int(cell.epochs)
 
 
 def cell_paths(ctx: Context, cell: Cell) -> tuple[Path, Path, Path]:
@@ -225,35 +233,44 @@ def run_cell(ctx: Context, cell: Cell) -> dict:
     chunk = getattr(T, "eval_chunk_size", 1024)
     info = _attach(ctx, cell.model, cell.feature_set)
     spec = registry.get_spec(cell.model)
-    model = registry.build_model(cell.model, cell.params, seed=cell.seed, n_epochs=T.epochs, batch_size=T.batch_size)
+    n_epochs = cell_epochs(T, cell)
+    model = registry.build_model(cell.model, cell.params, seed=cell.seed, n_epochs=n_epochs, batch_size=T.batch_size)
 
     def val_eval(m):
         r = evaluate(lambda u: adapters.score_users(m, u, spec), ctx.val_split, cutoffs, chunk)
         return r.mean(sel.metric, sel.k), {key: r.mean(*key) for key in r.values}
 
     t0 = time.perf_counter()
-    elog = adapters.train_epochwise(model, ctx.method.train_set, ctx.method.val_set, val_eval, T.epochs,
+    elog = adapters.train_epochwise(model, ctx.method.train_set, ctx.method.val_set, val_eval, n_epochs,
                                     T.eval_every, T.early_stop_patience, spec=spec)
     fit_s = time.perf_counter() - t0
-    test = evaluate(lambda u: adapters.score_users(model, u, spec), ctx.test_split, cutoffs, chunk)
+    # An intermediate pruning rung only ranks configurations on validation: no test evaluation.
+    test = evaluate(lambda u: adapters.score_users(model, u, spec), ctx.test_split, cutoffs, chunk) \
+        if cell.final else None
     params_s = json.dumps(cell.params, sort_keys=True)
     base = dict(dataset=ctx.dataset, model=cell.model, feature_set=cell.feature_set, config_id=cell.config_id,
                 params=params_s, seed=cell.seed)
     rows = [dict(base, split="val", epoch=ep, metric=m, k=k, value=v) for ep, vals in elog.evaluations
             for (m, k), v in vals.items()]
-    rows += [dict(base, split="test", epoch=elog.best_epoch, metric=m, k=k, value=test.mean(m, k))
-             for (m, k) in test.values]
+    if test is not None:
+        rows += [dict(base, split="test", epoch=elog.best_epoch, metric=m, k=k, value=test.mean(m, k))
+                 for (m, k) in test.values]
     meta_p, rows_p, users_p = cell_paths(ctx, cell)
     write_parquet(pd.DataFrame(rows, columns=RESULT_COLUMNS), rows_p)
-    pu = test.per_user_frame()
-    pu["user"] = ctx.user_ids[pu["user"].to_numpy()].astype(str)
-    write_parquet(pu[PER_USER_COLUMNS], users_p)
+    if test is not None:
+        pu = test.per_user_frame()
+        pu["user"] = ctx.user_ids[pu["user"].to_numpy()].astype(str)
+        pu = pu[PER_USER_COLUMNS]
+    else:
+        pu = pd.DataFrame(columns=PER_USER_COLUMNS)
+    write_parquet(pu, users_p)
     meta = dict(
         key=cell.key, model=cell.model, feature_set=cell.feature_set, config_id=cell.config_id, params=cell.params,
         seed=cell.seed, fingerprint=cell_fingerprint(ctx, cell), best_epoch=elog.best_epoch,
         best_val=elog.best_value, selection_metric=T.selection_metric, stopped_early=elog.stopped_early,
-        epochs_evaluated=[e for e, _ in elog.evaluations],
-        test_tie_fallback_users=test.n_tie_fallback, diverged=bool(getattr(model, "diverged", False)), **info,
+        epochs_evaluated=[e for e, _ in elog.evaluations], epoch_budget=n_epochs,
+        test_tie_fallback_users=test.n_tie_fallback if test is not None else 0,
+        diverged=bool(getattr(model, "diverged", False)), **info,
     )
     write_json(meta_p, meta)  # last: marks the cell done
     # measured, so kept out of the cell's outputs: one timing file per cell (safe for Ray workers)
