@@ -6,7 +6,9 @@ learned one from the projected (trainable) features; the learned graphs are mixe
 softmax modality weights, normalised, and combined with the originals as
 ``(1 - lambda_coeff) * learned + lambda_coeff * original``. The item graph is rebuilt (with
 gradients into the projections, features and modality weights) at the first batch of every
-epoch and held fixed (detached) for the rest of the epoch, as in the reference.
+``graph_rebuild_every``-th epoch (default 1: every epoch, the reference's schedule) and held
+fixed (detached) until the next rebuild; scoring always uses a freshly built graph, as the
+reference's ``full_sort_predict`` does.
 Item embeddings: LightGCN output over D^-1(A+I) plus L2-normalised item-graph output.
 Loss: BPR + ``lambda_reg`` * 1/2 (|u|^2+|i+|^2+|i-|^2) / batch_size (MMRec ``reg_weight``).
 """
@@ -49,6 +51,7 @@ class LATTICE(EmbeddingRecommender):
         n_layers: int = 1,
         n_ui_layers: int = 2,
         feat_embed_dim: int | None = None,
+        graph_rebuild_every: int = 1,
         trainable: bool = True,
     ):
         super().__init__(name, k, learning_rate, lambda_reg, n_epochs, batch_size, seed, verbose, device, trainable)
@@ -57,6 +60,9 @@ class LATTICE(EmbeddingRecommender):
         self.n_layers = int(n_layers)
         self.n_ui_layers = int(n_ui_layers)
         self.feat_embed_dim = feat_embed_dim
+        self.graph_rebuild_every = int(graph_rebuild_every)
+        if self.graph_rebuild_every < 1:
+            raise ValueError(f"{name}: graph_rebuild_every must be >= 1 epochs, got {graph_rebuild_every}")
 
     def _build(self, train_set):
         v, t = multimodal_features(train_set, self.name)
@@ -84,6 +90,8 @@ class LATTICE(EmbeddingRecommender):
         self.adj = FixedSparse(scipy_to_torch(mean_norm_adjacency_self_loops(self._train_csr), dev))
         self._item_adj = None
         self._build_graph = True
+        self._epochs_started = 0
+        self.graph_builds = 0  # training-time rebuilds (scoring builds its own)
 
     def modality_weights(self) -> dict[str, float]:
         """Softmax modality weights (only meaningful with both modalities)."""
@@ -110,17 +118,24 @@ class LATTICE(EmbeddingRecommender):
         return to_sparse(rows, cols, vals, n)
 
     def _pre_epoch(self):
-        self._build_graph = True
+        # epochs are counted from 0 here: the first epoch always builds the graph
+        self._build_graph = self._epochs_started % self.graph_rebuild_every == 0 or self._item_adj is None
+        self._epochs_started += 1
+        if self._build_graph:
+            self.graph_builds += 1
 
     def _forward(self, build: bool):
         if build or self._item_adj is None:
             self._item_adj = self.item_graph()
         elif not isinstance(self._item_adj, FixedSparse):
-            # later batches of the epoch: same graph, no gradient (reference: .detach())
+            # later batches: same graph, no gradient (reference: .detach())
             self._item_adj = FixedSparse(self._item_adj)
+        return self._propagate(self._item_adj)
+
+    def _propagate(self, item_adj):
         h = self.net.item
         for _ in range(self.n_layers):
-            h = spmm(self._item_adj, h)
+            h = spmm(item_adj, h)
         out = propagate_mean(self.adj, torch.cat([self.net.user, self.net.item]), self.n_ui_layers)
         ue, ie = out[: self.num_users], out[self.num_users :]
         return ue, ie + F.normalize(h, p=2, dim=1)
@@ -135,4 +150,5 @@ class LATTICE(EmbeddingRecommender):
         return mf + self.lambda_reg * reg
 
     def _final_embeddings(self):
-        return self._forward(build=True)  # reference full_sort_predict rebuilds the graph
+        # reference full_sort_predict rebuilds the graph; the training graph is left alone
+        return self._propagate(self.item_graph())
