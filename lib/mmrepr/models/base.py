@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 import warnings
 from typing import Any, Callable
 
@@ -321,7 +322,9 @@ class EmbeddingRecommender(MMReprRecommender):
         # device->host sync per step, so there it is checked once per epoch instead.
         check_each_batch = self._device.type == "cpu"
         bs = self.batch_size
+        self.epoch_seconds = []  # training time of each epoch (not the callback's)
         for epoch in bar:
+            t_epoch = time.perf_counter()
             self.net.train()
             self._pre_epoch()
             # the whole epoch's indices reach the device in one copy; batches are views
@@ -349,6 +352,7 @@ class EmbeddingRecommender(MMReprRecommender):
                 warnings.warn(f"{self.name}: non-finite loss at epoch {epoch}; training stopped")
                 break
             self.loss_history.append(mean_loss)
+            self.epoch_seconds.append(time.perf_counter() - t_epoch)
             bar.set_postfix(loss=self.loss_history[-1])
             if self._after_epoch(epoch):
                 break
