@@ -200,7 +200,9 @@ def test_keywords_reference_is_the_item_knn_with_the_same_scorer():
     def plan(models):
         summary = pd.DataFrame({"dataset": "d", "model": [m for m, _ in models], "feature_set": [f for _, f in models],
                                 "Recall@20": np.linspace(0.1, 0.2, len(models))})
-        inp = Inputs(Path("."), pd.DataFrame(), pd.DataFrame(), {})
+        from mmrepr.training.results import model_table
+
+        inp = Inputs(Path("."), pd.DataFrame(), pd.DataFrame(), {}, model_table(m for m, _ in models))
         return {(c.a_model, c.a_fs, c.b_model) for c in plan_comparisons(inp, summary, "Recall@20")
                 if c.family == "keywords"}
 

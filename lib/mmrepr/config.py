@@ -19,7 +19,7 @@ from mmrepr.data.params import DataParams
 from mmrepr.features.params import FeaturesParams
 from mmrepr.io import sha256_json
 from mmrepr.lvlm.params import LvlmParams
-from mmrepr.models.params import TrainParams
+from mmrepr.training.params import TrainParams
 from mmrepr.paths import project_root, shared_data_dir
 
 

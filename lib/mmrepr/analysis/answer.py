@@ -15,7 +15,6 @@ from typing import Any
 import pandas as pd
 
 # How the answer names Attribute Item-kNN's reference.
-KNN_NAMES = {"ElliotItemKNN": "Item-kNN on interactions", "ItemKNN": "Cornac's Item-kNN"}
 CORRECTION_NAMES = {"holm": "Holm", "bonferroni": "Bonferroni", "fdr_bh": "Benjamini-Hochberg", "none": "uncorrected"}
 
 
@@ -56,6 +55,7 @@ def compute_answer(tests: pd.DataFrame, summary: pd.DataFrame, primary: str, alp
     """Structured verdicts plus the sentences that state them (one list per dataset/model)."""
     random_sets = set(summary.loc[summary["random_weights"].astype(bool), "feature_set"]) if "random_weights" in summary else set()
     records: list[dict[str, Any]] = []
+    labels = dict(zip(summary["model"], summary["label"])) if "label" in summary else {}
     t = tests[tests["metric"] == primary] if not tests.empty else tests
     datasets = sorted(set(summary["dataset"]))
     for ds in datasets:
@@ -120,18 +120,19 @@ def compute_answer(tests: pd.DataFrame, summary: pd.DataFrame, primary: str, alp
         # Keywords: Attribute Item-kNN vs Item-kNN on interactions.
         kw = td[td["family"] == "keywords"] if not td.empty else td
         for _, row in kw.iterrows():
-            ref = KNN_NAMES.get(row["b_model"], row["b_model"])
+            ref = labels.get(row["b_model"], row["b_model"])
+            name = labels.get(row["a_model"], row["a_model"])
             records.append(
                 {
                     "dataset": ds,
-                    "model": "AttributeItemKNN",
+                    "model": row["a_model"],
                     "feature_set": row["a_fs"],
                     "metric": primary,
                     "reference": row["b_model"],
                     "keywords_verdict": ("beats Item-kNN" if row["significant"] and row["diff"] > 0 else
                                          "worse than Item-kNN" if row["significant"] else "no significant difference"),
                     "sentences": [
-                        f"On {ds}, Attribute Item-kNN on the {row['a_fs']} keywords {_verb(row)} {ref} "
+                        f"On {ds}, {name} on the {row['a_fs']} keywords {_verb(row)} {ref} "
                         f"({evidence(row)})."
                     ],
                 }

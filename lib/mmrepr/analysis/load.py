@@ -1,12 +1,9 @@
 """Read what stage 4 (and stages 2/3) left on disk, defensively.
 
-Inputs (the contract with stage 4), under ``runs/<profile>/``:
+Inputs, under ``runs/<profile>/``:
 
-* ``train/best.parquet`` — tidy ``dataset, model, feature_set, config_id, params, seed,
-  split, epoch, metric, k, value``: the selected configuration per
-  dataset/model/feature_set/seed (``feature_set`` is "" for pure baselines).
-* ``train/per_user/<model>__<feature_set or none>__seed<seed>.parquet`` — ``user, metric,
-  k, value`` on the test split for that best configuration.
+* ``train/`` — stage 4's outputs, read through :mod:`mmrepr.training.results` (the contract:
+  ``best.parquet``, ``per_user/``, ``models.csv`` with each model's family and role);
 * ``features/<set>/meta.json`` — ``kind`` (real | noise_gaussian | noise_mvn | shuffled),
   ``reference``, ``random_weights``, ``source``.
 
@@ -16,7 +13,6 @@ never dropped silently; a missing ``best.parquet`` is an error naming the file.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +20,10 @@ from typing import Any
 import pandas as pd
 
 from mmrepr.io import read_json
+from mmrepr.training import results
+from mmrepr.training.results import MetricSpec
 
-MULTIMODAL_MODELS = ("VBPR", "LATTICE", "FREEDOM", "BM3")
 CONTROL_KINDS = ("noise_gaussian", "noise_mvn", "shuffled")
-# Attribute Item-kNN's reference, in order of preference: the Item-kNN with the same scorer
-# on interaction vectors, then Cornac's ItemKNN.
-KEYWORD_REFERENCES = ("ElliotItemKNN", "ItemKNN")
-TIDY_COLUMNS = ("dataset", "model", "feature_set", "seed", "split", "metric", "k", "value")
-PER_USER_COLUMNS = ("user", "metric", "k", "value")
 KEYS = ["dataset", "model", "feature_set"]
 
 
@@ -39,21 +31,11 @@ class AnalysisInputError(ValueError):
     """Stage-4 output that is missing or does not follow the contract."""
 
 
-@dataclass(frozen=True)
-class MetricSpec:
-    metric: str
-    k: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.metric}@{self.k}"
-
-
 def parse_metric(label: str) -> MetricSpec:
-    m = re.fullmatch(r"\s*([A-Za-z_]+)@(\d+)\s*", label)
-    if not m:
-        raise AnalysisInputError(f"analysis.metrics: {label!r} is not of the form Name@k (e.g. Recall@20)")
-    return MetricSpec(m.group(1), int(m.group(2)))
+    try:
+        return results.parse_metric(label, "analysis.metrics")
+    except results.ResultsError as exc:
+        raise AnalysisInputError(str(exc)) from None
 
 
 @dataclass
@@ -62,8 +44,13 @@ class Inputs:
     best: pd.DataFrame  # test split rows of best.parquet
     per_user: pd.DataFrame  # dataset, model, feature_set, seed, user, metric, k, value
     feature_meta: dict[str, dict[str, Any]]
-    multimodal_models: tuple[str, ...] = MULTIMODAL_MODELS
+    # train/models.csv: model, family, needs, label, keyword_reference (the models' declarations).
+    models: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=results.MODEL_COLUMNS))
     problems: list[str] = field(default_factory=list)
+
+    def _model(self, model: str) -> dict[str, Any]:
+        hit = self.models[self.models["model"] == model]
+        return hit.iloc[0].to_dict() if len(hit) else {}
 
     def kind(self, feature_set: str) -> str:
         return feature_kind(feature_set, self.feature_meta.get(feature_set))
@@ -79,7 +66,20 @@ class Inputs:
         return None
 
     def is_multimodal(self, model: str) -> bool:
-        return model in self.multimodal_models
+        return self._model(model).get("family") == "multimodal"
+
+    def is_keyword_model(self, model: str) -> bool:
+        """Trained on attribute (keyword) sets, e.g. Attribute Item-kNN."""
+        return self._model(model).get("needs") == "attributes"
+
+    def label(self, model: str) -> str:
+        return str(self._model(model).get("label") or model)
+
+    @property
+    def keyword_references(self) -> tuple[str, ...]:
+        """The keyword models' references on interactions, most preferred first."""
+        m = self.models[pd.to_numeric(self.models["keyword_reference"], errors="coerce").fillna(-1) >= 0]
+        return tuple(m.sort_values(["keyword_reference", "model"])["model"])
 
 
 def feature_kind(feature_set: str, meta: dict[str, Any] | None) -> str:
@@ -92,16 +92,6 @@ def feature_kind(feature_set: str, meta: dict[str, Any] | None) -> str:
         if feature_set.startswith(kind + "_"):
             return kind
     return "real"
-
-
-def per_user_filename(model: str, feature_set: str, seed: int) -> str:
-    return f"{model}__{feature_set or 'none'}__seed{int(seed)}.parquet"
-
-
-def _check_columns(df: pd.DataFrame, needed: tuple[str, ...], path: Path) -> None:
-    missing = [c for c in needed if c not in df.columns]
-    if missing:
-        raise AnalysisInputError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
 
 
 def load_feature_meta(run_dir: Path, names: list[str], problems: list[str]) -> dict[str, dict[str, Any]]:
@@ -120,15 +110,11 @@ def load_feature_meta(run_dir: Path, names: list[str], problems: list[str]) -> d
     return out
 
 
-def load_inputs(run_dir: Path, multimodal_models: tuple[str, ...] | list[str] = MULTIMODAL_MODELS) -> Inputs:
+def load_inputs(run_dir: Path) -> Inputs:
     run_dir = Path(run_dir)
-    best_path = run_dir / "train" / "best.parquet"
-    if not best_path.is_file():
-        raise AnalysisInputError(f"{best_path}: not found; run the train stage first")
-    best = pd.read_parquet(best_path)
-    _check_columns(best, TIDY_COLUMNS, best_path)
+    best_path = results.train_dir(run_dir) / results.BEST_FILE
+    best = results.read_table(run_dir, results.BEST_FILE, AnalysisInputError)
     problems: list[str] = []
-    best = best.assign(feature_set=best["feature_set"].fillna("").astype(str))
     bad = best["value"].isna()
     if bad.any():
         problems.append(f"{best_path}: {int(bad.sum())} rows with a missing value (not used)")
@@ -148,14 +134,12 @@ def load_inputs(run_dir: Path, multimodal_models: tuple[str, ...] | list[str] = 
 
     frames = []
     combos = best[["dataset", "model", "feature_set", "seed"]].drop_duplicates()
-    per_user_dir = run_dir / "train" / "per_user"
     for row in combos.itertuples(index=False):
-        path = per_user_dir / per_user_filename(row.model, row.feature_set, row.seed)
-        if not path.is_file():
+        path = results.per_user_path(run_dir, row.model, row.feature_set, row.seed)
+        df = results.read_per_user(run_dir, row.model, row.feature_set, row.seed, AnalysisInputError)
+        if df is None:
             problems.append(f"{path}: per-user results missing; no significance test for this cell")
             continue
-        df = pd.read_parquet(path)
-        _check_columns(df, PER_USER_COLUMNS, path)
         nan = df["value"].isna()
         if nan.any():
             problems.append(f"{path}: {int(nan.sum())} per-user values missing (not used)")
@@ -176,7 +160,8 @@ def load_inputs(run_dir: Path, multimodal_models: tuple[str, ...] | list[str] = 
     per_user["user"] = per_user["user"].astype(str)  # pair users by id whatever the dtype
     per_user["k"] = per_user["k"].astype(int)
     meta = load_feature_meta(run_dir, sorted(set(best["feature_set"])), problems)
-    return Inputs(run_dir, best, per_user, meta, tuple(multimodal_models), problems)
+    models = results.read_models(run_dir, sorted(set(best["model"])))
+    return Inputs(run_dir, best, per_user, meta, models, problems)
 
 
 def load_truth(run_dir: Path) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from mmrepr.analysis.load import KEYWORD_REFERENCES, Inputs  # noqa: E402
+from mmrepr.analysis.load import Inputs  # noqa: E402
 from mmrepr.io import atomic_path  # noqa: E402
 
 
@@ -125,7 +125,7 @@ def lvlm_quality(quality: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, me
     ``answers_name`` is the LVLM's name, or its name is ``<lvlm>__…``.
     """
     feature_meta = feature_meta or {}
-    knn = summary[(summary["model"] == "AttributeItemKNN") & summary[metric].notna()]
+    knn = summary[(summary["role"] == "keywords") & summary[metric].notna()]
     rows = []
     for q in quality.itertuples():
         name = str(q.lvlm)
@@ -144,7 +144,7 @@ def lvlm_quality(quality: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, me
     for r in d.itertuples():
         ax.annotate(r.lvlm, (r.quality, r.accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
     # The Item-kNNs on interactions: keywords above a line help, below it they hurt.
-    refs = summary[summary["model"].isin(KEYWORD_REFERENCES) & (summary["feature_set"] == "")
+    refs = summary[(summary["role"] == "reference")
                    & summary["dataset"].isin(d["dataset"]) & summary[metric].notna()]
     for (_, r), ls in zip(refs.iterrows(), ("--", ":", "-.", (0, (1, 3)))):
         ax.axhline(r[metric], color="grey", ls=ls, lw=1, label=f"{r['model']} ({r['dataset']})")

@@ -17,7 +17,7 @@ import pandas as pd
 
 from mmrepr.analysis import plots, tables
 from mmrepr.analysis.answer import answer_markdown, compute_answer
-from mmrepr.analysis.load import MULTIMODAL_MODELS, Inputs, load_inputs, load_lvlm_tables, load_truth, parse_metric, planted_weights
+from mmrepr.analysis.load import Inputs, load_inputs, load_lvlm_tables, load_truth, parse_metric, planted_weights
 from mmrepr.analysis.stats import cell_intervals, plan_comparisons, run_tests, summary_means
 from mmrepr.io import atomic_open, write_csv, write_json
 
@@ -55,8 +55,7 @@ def run_analysis(P, out_dir: Path | None = None) -> AnalysisResult:
     metrics = [parse_metric(m) for m in a.metrics]
     labels = [m.label for m in metrics]
     primary = labels[0]
-    mm = tuple(P.train.multimodal_models) or MULTIMODAL_MODELS
-    inp = load_inputs(run_dir, mm)
+    inp = load_inputs(run_dir)
 
     summary = tables.annotate(summary_means(inp.best, metrics), inp)
     for lab in labels:

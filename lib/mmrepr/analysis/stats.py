@@ -17,7 +17,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from tqdm.auto import tqdm
 
-from mmrepr.analysis.load import CONTROL_KINDS, KEYWORD_REFERENCES, Inputs, MetricSpec
+from mmrepr.analysis.load import CONTROL_KINDS, Inputs, MetricSpec
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,8 @@ def plan_comparisons(inp: Inputs, summary: pd.DataFrame, primary: str) -> list[C
     * content: each multimodal model on a control (noise/shuffled) vs on its reference
       feature set (or every real set when the reference was not trained);
     * representation: each multimodal model's best real set (primary metric) vs its other real sets;
-    * keywords: Attribute Item-kNN on each attribute set vs Item-kNN on interactions
-      (ElliotItemKNN, the same scorer, when trained; else Cornac's ItemKNN);
+    * keywords: each keyword model (needs attributes) on each attribute set vs its most
+      preferred trained reference on interactions (``Inputs.keyword_references``);
     * baseline: each multimodal model's best real set vs the best pure baseline.
     """
     plan: list[Comparison] = []
@@ -144,12 +144,12 @@ def plan_comparisons(inp: Inputs, summary: pd.DataFrame, primary: str) -> list[C
                 for other in real:
                     if other != top:
                         plan.append(Comparison(str(dataset), "representation", model, top, model, other))
-        # Keywords vs interactions: Attribute Item-kNN against the Item-kNN that shares its
-        # scorer (ElliotItemKNN) when trained, else against Cornac's ItemKNN.
-        knn_ref = next((m for m in KEYWORD_REFERENCES if (m, "") in cells), None)
+        # Keywords vs interactions: a keyword model against the preferred reference that was
+        # trained (the models' declarations order them: the same scorer first).
+        knn_ref = next((m for m in inp.keyword_references if (m, "") in cells), None)
         if knn_ref is not None:
             for m, fs in sorted(cells):
-                if m == "AttributeItemKNN" and fs:
+                if inp.is_keyword_model(m) and fs:
                     plan.append(Comparison(str(dataset), "keywords", m, fs, knn_ref, ""))
         pure = [(m, fs) for (m, fs) in cells if fs == "" and not inp.is_multimodal(m)]
         if pure:

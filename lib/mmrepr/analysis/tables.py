@@ -12,13 +12,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmrepr.analysis.load import CONTROL_KINDS, KEYWORD_REFERENCES, Inputs
+from mmrepr.analysis.load import CONTROL_KINDS, Inputs
 from mmrepr.io import atomic_open, write_csv
 
 
 def annotate(summary: pd.DataFrame, inp: Inputs) -> pd.DataFrame:
     df = summary.copy()
     df["family"] = np.where(df["model"].map(inp.is_multimodal), "multimodal", "baseline")
+    df["label"] = df["model"].map(inp.label)
+    # Roles in the keyword question: "keywords" (trained on attribute sets), "reference"
+    # (a keyword model's reference on interactions), "" otherwise.
+    refs = set(inp.keyword_references)
+    df["role"] = [("keywords" if inp.is_keyword_model(m) else "reference" if m in refs and fs == "" else "")
+                  for m, fs in zip(df["model"], df["feature_set"])]
     df["kind"] = df["feature_set"].map(inp.kind)
     df["random_weights"] = df["feature_set"].map(
         lambda fs: bool((inp.feature_meta.get(fs) or {}).get("random_weights", False))
@@ -77,9 +83,8 @@ def _attach_tests(df: pd.DataFrame, tests: pd.DataFrame, family: str, primary: s
 
 
 def keywords_table(ann: pd.DataFrame, tests: pd.DataFrame, metrics: list[str], primary: str) -> pd.DataFrame:
-    """Attribute Item-kNN on each LVLM's keywords next to the Item-kNNs on interactions, with the test."""
-    knn = ann["model"].isin(KEYWORD_REFERENCES) & (ann["feature_set"] == "")
-    sub = ann[(ann["model"] == "AttributeItemKNN") | knn]
+    """The keyword models on each LVLM's keywords next to their references on interactions, with the test."""
+    sub = ann[ann["role"].isin(["keywords", "reference"])]
     out = _attach_tests(mark_best(sub, metrics, ["dataset"]), tests, "keywords", primary, "a")
     return _order(out, metrics)
 

@@ -1,31 +1,27 @@
-"""Recommenders: Cornac's own plus LATTICE, FREEDOM, BM3, LightGCN, Attribute Item-kNN,
-Elliot-style Item-kNN and Random.
+"""Recommenders: Cornac's own plus the ones written here, each declared by a
+:class:`~mmrepr.models.spec.ModelSpec` in its own module and listed in
+:mod:`mmrepr.models.registry`.
 
 The ones implemented here are Cornac ``Recommender`` subclasses with one extra contract
 (``score_users``, ``epoch_callback``, ``get_state``/``set_state``); see docs/models.md.
-Importing this package does not import torch-heavy modules until a model is used.
+Importing this package does not import torch-heavy modules until a model is used:
+``from mmrepr.models import <ModelClass>`` imports the module that registers that name.
 """
 
 from __future__ import annotations
 
-_LAZY = {
-    "LATTICE": "mmrepr.models.lattice",
-    "FREEDOM": "mmrepr.models.freedom",
-    "BM3": "mmrepr.models.bm3",
-    "LightGCN": "mmrepr.models.lightgcn",
-    "AttributeItemKNN": "mmrepr.models.attribute_knn",
-    "ElliotItemKNN": "mmrepr.models.attribute_knn",
-    "Random": "mmrepr.models.random_rec",
-    "ModalityError": "mmrepr.models.base",
-    "item_modality_matrix": "mmrepr.models.base",
-}
-
-__all__ = list(_LAZY)
+_BASE = ("ModalityError", "item_modality_matrix")
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _BASE:
+        return getattr(importlib.import_module("mmrepr.models.base"), name)
+    from mmrepr.models.registry import MODELS
+
+    if name in MODELS:
+        module = importlib.import_module(MODELS[name])
+        if hasattr(module, name):
+            return getattr(module, name)
     raise AttributeError(f"module 'mmrepr.models' has no attribute {name!r}")

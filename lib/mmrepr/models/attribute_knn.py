@@ -27,6 +27,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from mmrepr.models.base import ATTRIBUTES_ATTR, MMReprRecommender, ModalityError, item_modality_matrix
+from mmrepr.models.spec import ModelSpec, knn_build
 
 SIMILARITIES = ("cosine", "jaccard", "dot", "asymmetric", "tversky")
 WEIGHTINGS = ("none", "tfidf", "bm25")
@@ -229,3 +230,17 @@ class ElliotItemKNN(AttributeItemKNN):
     def _item_vectors(self, train_set) -> sp.csr_matrix:
         """Items x users: the binary training interactions (every interaction a positive)."""
         return self._train_csr.T.tocsr()
+
+
+_NEIGHBOURS = ("int", 5, 1000, True)
+
+SPECS = [
+    ModelSpec("AttributeItemKNN", "baseline", knn_build(AttributeItemKNN), needs="attributes", epochwise=False,
+              space={"neighbours": _NEIGHBOURS, "similarity": ("cat", list(SIMILARITIES)),
+                     "weighting": ("cat", list(WEIGHTINGS))},
+              label="Attribute Item-kNN"),
+    # The same similarities, no feature weighting (STUDY.md gives it to Attribute Item-kNN only).
+    ModelSpec("ElliotItemKNN", "baseline", knn_build(ElliotItemKNN), epochwise=False,
+              space={"neighbours": _NEIGHBOURS, "similarity": ("cat", list(SIMILARITIES))},
+              label="Item-kNN on interactions", keyword_reference=1),
+]

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from mmrepr.models.base import EmbeddingRecommender, multimodal_features
 from mmrepr.models.graphs import FixedSparse, scipy_to_torch, sym_norm_adjacency
 from mmrepr.models.lightgcn import propagate_mean
+from mmrepr.models.spec import ModelSpec, embedding_build
 
 
 def neg_cos(a, b):
@@ -97,3 +98,6 @@ class BM3(EmbeddingRecommender):
     def _final_embeddings(self):
         u, i = self._forward()
         return self.net.predictor(u), self.net.predictor(i)
+
+
+SPEC = ModelSpec("BM3", "multimodal", embedding_build(BM3), needs="features")

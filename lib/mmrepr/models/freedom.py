@@ -27,6 +27,7 @@ from mmrepr.models.graphs import (
     to_sparse,
 )
 from mmrepr.models.lightgcn import propagate_mean
+from mmrepr.models.spec import ModelSpec, embedding_build
 
 
 def bpr(u, p, n):
@@ -127,3 +128,6 @@ class FREEDOM(EmbeddingRecommender):
 
     def _final_embeddings(self):
         return self._forward(self.norm_adj)
+
+
+SPEC = ModelSpec("FREEDOM", "multimodal", embedding_build(FREEDOM), needs="features")

@@ -30,6 +30,7 @@ from mmrepr.models.graphs import (
     to_sparse,
 )
 from mmrepr.models.lightgcn import propagate_mean
+from mmrepr.models.spec import ModelSpec, embedding_build
 
 
 class LATTICE(EmbeddingRecommender):
@@ -152,3 +153,6 @@ class LATTICE(EmbeddingRecommender):
     def _final_embeddings(self):
         # reference full_sort_predict rebuilds the graph; the training graph is left alone
         return self._propagate(self.item_graph())
+
+
+SPEC = ModelSpec("LATTICE", "multimodal", embedding_build(LATTICE), needs="features")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from mmrepr.models.base import EmbeddingRecommender
 from mmrepr.models.graphs import FixedSparse, scipy_to_torch, spmm, sym_norm_adjacency
+from mmrepr.models.spec import BPR_SPACE, ModelSpec, embedding_build
 
 
 def propagate_mean(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
@@ -64,3 +65,6 @@ class LightGCN(EmbeddingRecommender):
 
     def _final_embeddings(self):
         return self._forward()
+
+
+SPEC = ModelSpec("LightGCN", "baseline", embedding_build(LightGCN, n_layers=3), space=BPR_SPACE)

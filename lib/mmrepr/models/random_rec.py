@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmrepr.models.base import MMReprRecommender
+from mmrepr.models.spec import ModelSpec, embedding_build
 
 
 class Random(MMReprRecommender):
@@ -41,3 +42,7 @@ class Random(MMReprRecommender):
     def _set_state(self, state):
         self._seed_used = state["seed"]
         self.epochs_run = state["epoch"]
+
+
+# Scores do not depend on training: fitted once, nothing to select.
+SPEC = ModelSpec("Random", "baseline", embedding_build(Random), epochwise=False)

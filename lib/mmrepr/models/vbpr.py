@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from mmrepr.models.base import EmbeddingRecommender, multimodal_features
+from mmrepr.models.spec import ModelSpec, embedding_build
 
 
 def bpr_loss_mmrec(pos: torch.Tensor, neg: torch.Tensor, gamma: float = 1e-10) -> torch.Tensor:
@@ -79,3 +80,8 @@ class VBPR(EmbeddingRecommender):
 
     def _final_embeddings(self):
         return self.net.user, self.item_representations()
+
+
+# Reads item_image and item_text itself (textual then visual, as the reference): no concatenation upstream.
+SPEC = ModelSpec("VBPR", "multimodal", embedding_build(VBPR), needs="features",
+                 label="VBPR (Elliot/MMRec: ID embedding + projected features)")

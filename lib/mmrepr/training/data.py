@@ -8,7 +8,7 @@
   ``item_image=ImageModality(features=visual)`` and ``item_text=TextModality(features=
   textual)`` (Cornac 3.0.1's ``BaseMethod`` only accepts a ``TextModality`` as item_text;
   with no corpus it is a plain feature holder), ``item_feature=FeatureModality(attributes)``
-  for Attribute Item-kNN. VBPR reads one matrix (item_image): visual and textual are
+  for attribute models (Attribute Item-kNN). A model declared with ``concat_modalities`` reads one matrix (item_image): visual and textual are
   concatenated for it (STUDY.md: one linear projection over the concatenated modalities).
 - A training item with no row in a feature set is an error naming the set and items, unless
   the set was built with ``missing_policy: drop`` (its meta says so): then the item gets a
@@ -154,7 +154,7 @@ def attach_features(method: BaseMethod, aligned: AlignedFeatures | None, concat_
                     attributes: AlignedFeatures | None = None) -> None:
     """Put a feature set on ``method``'s datasets as Cornac modalities (replacing any before).
 
-    ``concat_for_single_matrix``: visual and textual concatenated into item_image (VBPR).
+    ``concat_for_single_matrix``: visual and textual concatenated into item_image (``ModelSpec.concat_modalities``).
     """
     ids = train_item_ids(method)
     image = text = feature = None

@@ -3,8 +3,8 @@
 - Multimodal models: the ``train.grid`` (lr x factors x reg), optionally subsampled to
   ``max_grid_points`` (seeded), on every feature set of ``train.feature_sets``.
 - Baselines: optuna's TPESampler (seeded) with ``baseline_trials`` trials over
-  ``registry.search_space``; models without hyperparameters (Random, MostPop) run once.
-  AttributeItemKNN runs once per ``train.attribute_feature_sets`` entry.
+  ``registry.search_space``; models with an empty space run once. Models that need
+  attributes run once per ``train.attribute_feature_sets`` entry.
 - Every cell trains with validation every ``eval_every`` epochs (``selection_metric`` on
   the validation split), keeps its best epoch (optional early stopping), then is evaluated
   once on test at that epoch. The configuration with the best validation value is selected
@@ -50,23 +50,19 @@ from mmrepr.training.data import (
 
 log = logging.getLogger(__name__)
 
-RESULT_COLUMNS = ["dataset", "model", "feature_set", "config_id", "params", "seed", "split", "epoch", "metric", "k",
-                  "value"]
-CURVE_COLUMNS = ["model", "feature_set", "config_id", "seed", "epoch", "metric", "k", "value"]
-PER_USER_COLUMNS = ["user", "metric", "k", "value"]
+from mmrepr.training import results as _results
+from mmrepr.training.results import CURVE_COLUMNS, PER_USER_COLUMNS, RESULT_COLUMNS  # noqa: F401
 
 
 def parse_selection(metric: str) -> tuple[str, int]:
-    m = re.fullmatch(r"(Recall|nDCG|HR|nDCG_graded)@(\d+)", metric)
-    if not m:
-        raise ValueError(f"train.selection_metric {metric!r} must look like Recall@20 (Recall, nDCG, HR, nDCG_graded)")
-    return m.group(1), int(m.group(2))
+    m = _results.parse_metric(metric, "train.selection_metric")
+    return m.metric, m.k
 
 
 @dataclass
 class Cell:
     model: str
-    feature_set: str  # "" for pure baselines; the attribute set for AttributeItemKNN
+    feature_set: str  # "" for pure baselines; the attribute set for attribute models
     config_id: str
     params: dict[str, Any]
     seed: int
@@ -176,9 +172,11 @@ def grid_configs(train, seed: int) -> list[tuple[str, dict]]:
 def planned_models(train) -> tuple[list[str], list[str], list[str]]:
     """(multimodal, baselines, unavailable) among those the params ask for."""
     mm, bl, missing = [], [], []
-    for name in train.multimodal_models:
+    wanted_mm = registry.names("multimodal") if train.multimodal_models is None else train.multimodal_models
+    wanted_bl = registry.names("baseline") if train.baselines is None else train.baselines
+    for name in wanted_mm:
         (mm if registry.available(name) else missing).append(name)
-    for name in train.baselines:
+    for name in wanted_bl:
         (bl if registry.available(name) else missing).append(name)
     return mm, bl, missing
 
@@ -418,50 +416,9 @@ def run_search(P, ctx: Context | None = None, progress: bool = True, models: Ite
 
 
 def collect(ctx: Context, report: SearchReport) -> dict[str, pd.DataFrame]:
-    """Write results/best/curves/per_user and a per-cell summary from the finished cells."""
-    out = ctx.out_dir
-    done = [c for c in report.cells if c.key in report.metas]
-    frames = [pd.read_parquet(_cell_paths(ctx, c)[1]) for c in done]
-    results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
-    results = results[RESULT_COLUMNS]
-    write_parquet(results, out / "results.parquet")
-
-    curves = results[results["split"] == "val"][CURVE_COLUMNS].reset_index(drop=True)
-    write_parquet(curves, out / "curves.parquet")
-
-    summary = pd.DataFrame([
-        {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in report.metas[c.key].items()
-         if k != "fingerprint"}
-        for c in done
-    ])
-    # Best configuration per (model, feature set, seed): highest best_val, first on ties.
-    best_rows, best_keys = [], []
-    if len(summary):
-        summary["_order"] = np.arange(len(summary))
-        for _, grp in summary.groupby(["model", "feature_set", "seed"], sort=False):
-            top = grp.sort_values(["best_val", "_order"], ascending=[False, True]).iloc[0]
-            best_keys.append(top["key"])
-        summary["selected"] = summary["key"].isin(best_keys)
-        summary = summary.drop(columns="_order")
-    write_csv(summary, out / "cells_summary.csv")
-    if len(report.failures):
-        write_csv(pd.DataFrame(report.failures).drop(columns="traceback"), out / "failures.csv")
-    else:
-        (out / "failures.csv").unlink(missing_ok=True)
-
-    per_user_dir = out / "per_user"
-    for c in done:
-        if c.key not in best_keys:
-            continue
-        meta = report.metas[c.key]
-        r = results[(results["model"] == c.model) & (results["feature_set"] == c.feature_set)
-                    & (results["config_id"] == c.config_id) & (results["seed"] == c.seed)]
-        best_rows.append(r[(r["split"] == "test") | (r["epoch"] == meta["best_epoch"])])
-        pu = pd.read_parquet(_cell_paths(ctx, c)[2])
-        write_parquet(pu, per_user_dir / f"{c.model}__{c.feature_set or 'none'}__seed{c.seed}.parquet")
-    best = pd.concat(best_rows, ignore_index=True) if best_rows else pd.DataFrame(columns=RESULT_COLUMNS)
-    write_parquet(best[RESULT_COLUMNS], out / "best.parquet")
-    return dict(results=results, best=best, curves=curves, summary=summary)
+    """Write the stage's outputs (:mod:`mmrepr.training.results`) from the finished cells."""
+    return _results.collect(ctx.out_dir, report.cells, report.metas, report.failures,
+                            lambda c: _cell_paths(ctx, c)[1:])
 
 
 def best_table(best: pd.DataFrame, split: str = "test", k: int = 20) -> pd.DataFrame:

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmrepr.training.results import METRIC_PATTERN
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -18,10 +20,10 @@ class Grid(Strict):
 
 
 class TrainParams(Strict):
-    multimodal_models: list[str] = Field(default_factory=lambda: ["VBPR", "LATTICE", "FREEDOM", "BM3"])
-    baselines: list[str] = Field(
-        default_factory=lambda: ["Random", "MostPop", "ItemKNN", "ElliotItemKNN", "AttributeItemKNN", "BPR", "LightGCN"]
-    )
+    # Models by registered name (mmrepr.models.registry); None: every registered model of
+    # that family (resolved when stage 4 plans its cells, so params import no model code).
+    multimodal_models: list[str] | None = None
+    baselines: list[str] | None = None
     # Feature sets (by name, from stages 2 and 3) each multimodal model is trained on.
     feature_sets: list[str] = Field(default_factory=list)
     # One-hot attribute sets (LVLM keywords) for Attribute Item-kNN.
@@ -36,7 +38,7 @@ class TrainParams(Strict):
     seeds: list[int] = Field(default_factory=lambda: [123])
     rating_threshold: float = 4.0
     cutoffs: list[int] = Field(default_factory=lambda: [20])
-    selection_metric: str = Field("Recall@20", pattern=r"^(Recall|nDCG|HR|nDCG_graded)@[1-9][0-9]*$")
+    selection_metric: str = Field("Recall@20", pattern=METRIC_PATTERN)
     # Which training items leave the candidate list: "positives" (rating >= threshold; what
     # Cornac's ranking_eval does, our reference) or "all" training interactions (Elliot).
     mask_train: Literal["positives", "all"] = "positives"

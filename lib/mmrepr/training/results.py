@@ -1,0 +1,202 @@
+"""The written contract between stage 4 (training) and stage 5 (analysis).
+
+Everything stage 4 leaves under ``runs/<profile>/train/`` for others to read is named here,
+written by :func:`collect` and read back through the ``read_*`` functions; analysis imports
+nothing else from stage 4.
+
+| file | columns / content |
+|---|---|
+| ``results.parquet`` | :data:`RESULT_COLUMNS`, every validation epoch and the test row of every finished cell |
+| ``best.parquet`` | the same columns, the selected configuration per (model, feature set, seed): its test rows and its best validation epoch |
+| ``curves.parquet`` | :data:`CURVE_COLUMNS`, the validation rows |
+| ``cells_summary.csv`` | one row per finished cell (meta without fingerprint) and ``selected`` |
+| ``models.csv`` | :data:`MODEL_COLUMNS`, the declaration of every trained model (family, needs, label, keyword reference) |
+| ``failures.csv`` | cells that raised (absent when none) |
+| ``per_user/<model>__<feature set or none>__seed<seed>.parquet`` | :data:`PER_USER_COLUMNS`, test split of the selected configuration |
+
+``feature_set`` is "" for models that need no features. Metric labels look like
+``Recall@20``: :func:`parse_metric` is the one parser.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from mmrepr.io import write_csv, write_parquet
+
+RESULT_COLUMNS = ["dataset", "model", "feature_set", "config_id", "params", "seed", "split", "epoch", "metric", "k",
+                  "value"]
+CURVE_COLUMNS = ["model", "feature_set", "config_id", "seed", "epoch", "metric", "k", "value"]
+PER_USER_COLUMNS = ["user", "metric", "k", "value"]
+MODEL_COLUMNS = ["model", "family", "needs", "label", "keyword_reference"]
+
+RESULTS_FILE = "results.parquet"
+BEST_FILE = "best.parquet"
+CURVES_FILE = "curves.parquet"
+SUMMARY_FILE = "cells_summary.csv"
+MODELS_FILE = "models.csv"
+FAILURES_FILE = "failures.csv"
+PER_USER_DIR = "per_user"
+
+METRIC_NAMES = ("Recall", "nDCG", "HR", "nDCG_graded")
+METRIC_PATTERN = r"^(" + "|".join(METRIC_NAMES) + r")@[1-9][0-9]*$"
+
+
+class ResultsError(ValueError):
+    """Stage-4 output that is missing or does not follow the contract."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    metric: str
+    k: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.metric}@{self.k}"
+
+
+def parse_metric(label: str, where: str = "metric") -> MetricSpec:
+    """``"Recall@20"`` -> ``MetricSpec("Recall", 20)``; ``where`` names the params key in the error."""
+    m = re.fullmatch(r"\s*(" + "|".join(METRIC_NAMES) + r")@(\d+)\s*", str(label))
+    if not m or int(m.group(2)) < 1:
+        raise ResultsError(f"{where}: {label!r} is not of the form Name@k (e.g. Recall@20) with Name one of "
+                           f"{', '.join(METRIC_NAMES)}")
+    return MetricSpec(m.group(1), int(m.group(2)))
+
+
+def train_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "train"
+
+
+def per_user_filename(model: str, feature_set: str, seed: int) -> str:
+    return f"{model}__{feature_set or 'none'}__seed{int(seed)}.parquet"
+
+
+def per_user_path(run_dir: Path, model: str, feature_set: str, seed: int) -> Path:
+    return train_dir(run_dir) / PER_USER_DIR / per_user_filename(model, feature_set, seed)
+
+
+# ---- writing ------------------------------------------------------------------------------
+
+
+def model_table(models: Iterable[str]) -> pd.DataFrame:
+    """The declarations of ``models`` as the table written to ``models.csv``."""
+    from mmrepr.models import registry
+
+    rows = []
+    for name in dict.fromkeys(models):
+        if not registry.available(name):
+            continue
+        s = registry.get_spec(name)
+        rows.append(dict(model=name, family=s.family, needs=s.needs or "", label=s.display,
+                         keyword_reference=-1 if s.keyword_reference is None else int(s.keyword_reference)))
+    return pd.DataFrame(rows, columns=MODEL_COLUMNS)
+
+
+def collect(out_dir: Path, cells: list, metas: dict[str, dict], failures: list[dict],
+            cell_files: Callable[[Any], tuple[Path, Path]]) -> dict[str, pd.DataFrame]:
+    """Write results/best/curves/per_user/models and a per-cell summary from the finished cells.
+
+    ``cells``: every planned cell in plan order (``.key``, ``.model``, ``.feature_set``,
+    ``.config_id``, ``.seed``); ``metas``: key -> meta of the finished ones;
+    ``cell_files(cell) -> (rows parquet, per-user parquet)`` of a finished cell."""
+    out = Path(out_dir)
+    done = [c for c in cells if c.key in metas]
+    frames = [pd.read_parquet(cell_files(c)[0]) for c in done]
+    results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
+    results = results[RESULT_COLUMNS]
+    write_parquet(results, out / RESULTS_FILE)
+
+    curves = results[results["split"] == "val"][CURVE_COLUMNS].reset_index(drop=True)
+    write_parquet(curves, out / CURVES_FILE)
+
+    summary = pd.DataFrame([
+        {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in metas[c.key].items()
+         if k != "fingerprint"}
+        for c in done
+    ])
+    # Best configuration per (model, feature set, seed): highest best_val, first on ties.
+    best_rows, best_keys = [], []
+    if len(summary):
+        summary["_order"] = np.arange(len(summary))
+        for _, grp in summary.groupby(["model", "feature_set", "seed"], sort=False):
+            top = grp.sort_values(["best_val", "_order"], ascending=[False, True]).iloc[0]
+            best_keys.append(top["key"])
+        summary["selected"] = summary["key"].isin(best_keys)
+        summary = summary.drop(columns="_order")
+    write_csv(summary, out / SUMMARY_FILE)
+    if len(failures):
+        write_csv(pd.DataFrame(failures).drop(columns="traceback", errors="ignore"), out / FAILURES_FILE)
+    else:
+        (out / FAILURES_FILE).unlink(missing_ok=True)
+    models = model_table(c.model for c in done)
+    write_csv(models, out / MODELS_FILE)
+
+    for c in done:
+        if c.key not in best_keys:
+            continue
+        meta = metas[c.key]
+        r = results[(results["model"] == c.model) & (results["feature_set"] == c.feature_set)
+                    & (results["config_id"] == c.config_id) & (results["seed"] == c.seed)]
+        best_rows.append(r[(r["split"] == "test") | (r["epoch"] == meta["best_epoch"])])
+        pu = pd.read_parquet(cell_files(c)[1])
+        write_parquet(pu, out / PER_USER_DIR / per_user_filename(c.model, c.feature_set, c.seed))
+    best = pd.concat(best_rows, ignore_index=True) if best_rows else pd.DataFrame(columns=RESULT_COLUMNS)
+    best = best[RESULT_COLUMNS]
+    write_parquet(best, out / BEST_FILE)
+    return dict(results=results, best=best, curves=curves, summary=summary, models=models)
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+
+def check_columns(df: pd.DataFrame, needed: Iterable[str], path: Path, error: type[Exception] = ResultsError) -> None:
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise error(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
+
+
+def read_table(run_dir: Path, name: str, error: type[Exception] = ResultsError) -> pd.DataFrame:
+    """One of the files above, its columns checked; a missing file is an error naming it."""
+    path = train_dir(run_dir) / name
+    if not path.is_file():
+        raise error(f"{path}: not found; run the train stage first")
+    df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    needed = {RESULTS_FILE: RESULT_COLUMNS, BEST_FILE: RESULT_COLUMNS, CURVES_FILE: CURVE_COLUMNS,
+              MODELS_FILE: MODEL_COLUMNS}.get(name, [])
+    check_columns(df, needed, path, error)
+    if "feature_set" in df:
+        df = df.assign(feature_set=df["feature_set"].fillna("").astype(str))
+    return df
+
+
+def read_per_user(run_dir: Path, model: str, feature_set: str, seed: int,
+                  error: type[Exception] = ResultsError) -> pd.DataFrame | None:
+    """The per-user test metrics of a selected cell (None when the file is missing)."""
+    path = per_user_path(run_dir, model, feature_set, seed)
+    if not path.is_file():
+        return None
+    df = pd.read_parquet(path)
+    check_columns(df, PER_USER_COLUMNS, path, error)
+    return df
+
+
+def read_models(run_dir: Path, models: Iterable[str] = ()) -> pd.DataFrame:
+    """``models.csv``; for runs written before it existed, the registry's declarations of ``models``."""
+    path = train_dir(run_dir) / MODELS_FILE
+    if path.is_file():
+        df = pd.read_csv(path, keep_default_na=False)
+        check_columns(df, MODEL_COLUMNS, path)
+        missing = [m for m in models if m not in set(df["model"])]
+        if missing:
+            df = pd.concat([df, model_table(missing)], ignore_index=True)
+        return df
+    return model_table(models)
