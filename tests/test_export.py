@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmrepr.data.export import ExportError, export
+from mmrepr.export import ExportError, export
 from mmrepr.features.store import FeatureSet, FeatureSetError, save_feature_set
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import torch
 from mmrepr.config import params_from_dict
 from mmrepr.features.store import FeatureSet, FeatureSetError
 from mmrepr.models import adapters
-from mmrepr.training import search
+from mmrepr.training import cells, search
 from mmrepr.training.data import align_feature_set
 from mmrepr.training.toy import make_toy_run
 
@@ -124,14 +125,14 @@ def test_killed_search_resumes_without_redoing_cells(searched, monkeypatch):
     for c in lost:
         (cells_dir / f"{c.key}.json").unlink()
     trained = []
-    real_run_cell = search.run_cell
+    real_run_cell = cells.run_cell
 
     def spy(ctx, cell):
-        if search.load_cell(ctx, cell) is None:
+        if cells.load_cell(ctx, cell) is None:
             trained.append(cell.key)
         return real_run_cell(ctx, cell)
 
-    monkeypatch.setattr(search, "run_cell", spy)
+    monkeypatch.setattr(cells, "run_cell", spy)
     again = search.run_search(P, progress=False, raise_errors=True)
     assert sorted(trained) == sorted(c.key for c in lost)
     assert [c.key for c in again.cells] == [c.key for c in first.cells]  # TPE replays the same trials
@@ -173,13 +174,15 @@ def test_notebook_04_runs_on_a_toy_run(tmp_path):
     P = _params(tmp_path, multimodal_models=["VBPR", "FREEDOM"], baselines=["MostPop", "AttributeItemKNN"],
                 feature_sets=["real", "noise_gaussian_real"], attribute_feature_sets=["attrs"])
     make_toy_run(P.run_dir)
-    root = search.Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[1]
     out = tmp_path / "04.ipynb"
     pm.execute_notebook(str(root / "notebooks" / "04_train.ipynb"), str(out), cwd=str(root / "notebooks"),
                         parameters=dict(params_file="toy", params=P.model_dump(mode="json")), progress_bar=False)
-    text = "".join(str(o.get("text", "")) for c in nbformat.read(out, 4).cells if c.cell_type == "code"
-                   for o in c.outputs)
-    assert "real vs noise_gaussian_real" in text or "vs noise_gaussian_real" in text
+    outs = [o for c in nbformat.read(out, 4).cells if c.cell_type == "code" for o in c.outputs]
+    text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outs)
+    assert "noise_gaussian_real" in text and "control - real" in text  # the controls table from analysis
+    stderr = "".join(str(o.get("text", "")) for o in outs if o.get("name") == "stderr")
+    assert "train cells" not in stderr and "it/s" not in stderr and "IProgress" not in stderr  # no tqdm noise
     assert (P.run_dir / "train" / "best.parquet").is_file()
 
 
@@ -190,14 +193,14 @@ def test_saved_cells_are_reused_only_while_data_features_and_code_are_unchanged(
     make_toy_run(P.run_dir)
     search.run_search(P, progress=False, raise_errors=True)
     trained = []
-    real_run_cell = search.run_cell
+    real_run_cell = cells.run_cell
 
     def spy(ctx, cell):
-        if search.load_cell(ctx, cell) is None:
+        if cells.load_cell(ctx, cell) is None:
             trained.append(cell.key)
         return real_run_cell(ctx, cell)
 
-    monkeypatch.setattr(search, "run_cell", spy)
+    monkeypatch.setattr(cells, "run_cell", spy)
     search.run_search(P, progress=False, raise_errors=True)
     assert trained == []  # nothing changed: every cell reused
     fs = load_feature_set(P.run_dir, "real")  # same name, new content
@@ -206,7 +209,7 @@ def test_saved_cells_are_reused_only_while_data_features_and_code_are_unchanged(
     search.run_search(P, progress=False, raise_errors=True)
     assert trained == ["VBPR__real__grid00__seed123"]
     trained.clear()
-    monkeypatch.setattr(search, "_training_code_hash", lambda: "edited code")
+    monkeypatch.setattr(cells, "training_code_hash", lambda: "edited code")
     search.run_search(P, progress=False, raise_errors=True)
     assert sorted(trained) == sorted(["VBPR__real__grid00__seed123", "VBPR__text_only__grid00__seed123",
                                       "MostPop__none__default__seed123"])

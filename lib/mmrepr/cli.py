@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             p = load_params(args.params)
             print(f"{args.params}: OK (profile {p.profile}, hash {p.hash[:12]}, run dir {p.run_dir})")
         elif args.command == "export":
-            from mmrepr.data.export import export
+            from mmrepr.export import export
 
             p = load_params(args.params)
             print(export(args.format, p.run_dir, args.out, p.profile, args.feature_set))

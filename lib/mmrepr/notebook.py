@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 from mmrepr.config import Params, load_params, params_from_dict
 from mmrepr.seeding import seed_everything
+
+# Libraries import ``tqdm.auto`` (Cornac's eval methods, optuna), which warns in a kernel
+# without ipywidgets; our own bars go to the terminal (mmrepr.progress), never the notebook.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 
 def setup(params_file: str | None = None, params: dict[str, Any] | None = None) -> Params:

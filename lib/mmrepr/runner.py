@@ -21,7 +21,7 @@ from mmrepr.config import Params, load_params
 from mmrepr.io import atomic_path, read_json, sha256_file, sha256_json, sha256_tree, write_json
 from mmrepr.manifest import git_state, host_info, now, package_versions, update_manifest
 from mmrepr.paths import PACKAGE_DIR, notebooks_dir
-from mmrepr.stages import CORE_CODE, STAGE_NAMES, STAGES, Stage, get_stage
+from mmrepr.stages import STAGE_NAMES, STAGES, Stage, code_hash, get_stage  # noqa: F401 (code_hash re-exported)
 
 log = logging.getLogger("mmrepr.runner")
 
@@ -36,16 +36,6 @@ class StageResult:
     status: str  # "ran" | "skipped"
     seconds: float
     fingerprint: str
-
-
-def code_hash(stage: Stage) -> str:
-    parts = {}
-    for rel in CORE_CODE:
-        p = PACKAGE_DIR / rel
-        parts[rel] = sha256_file(p) if p.is_file() else None
-    for pkg in stage.code:
-        parts[pkg] = sha256_tree(PACKAGE_DIR / pkg)
-    return sha256_json({"version": __version__, "files": parts})
 
 
 def record_path(params: Params, stage: Stage) -> Path:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mmrepr import __version__
+from mmrepr.io import sha256_file, sha256_json, sha256_tree
+from mmrepr.paths import PACKAGE_DIR
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -47,3 +51,14 @@ def get_stage(name: str) -> Stage:
         if s.name == name:
             return s
     raise KeyError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}")
+
+
+def code_hash(stage: Stage) -> str:
+    """Hash of the library code that decides ``stage``'s outputs (core files + its sub-packages)."""
+    parts = {}
+    for rel in CORE_CODE:
+        p = PACKAGE_DIR / rel
+        parts[rel] = sha256_file(p) if p.is_file() else None
+    for pkg in stage.code:
+        parts[pkg] = sha256_tree(PACKAGE_DIR / pkg)
+    return sha256_json({"version": __version__, "files": parts})

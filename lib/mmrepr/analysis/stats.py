@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
-from tqdm.auto import tqdm
+from mmrepr.progress import tqdm
 
 from mmrepr.analysis.load import CONTROL_KINDS, Inputs, MetricSpec
 

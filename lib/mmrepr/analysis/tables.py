@@ -127,3 +127,21 @@ def write_table(df: pd.DataFrame, out_dir: Path, name: str, metrics: list[str], 
     with atomic_open(html, "w", encoding="utf-8") as fh:
         fh.write(styled_html(df, metrics, caption))
     return {"csv": csv, "html": html}
+
+
+def real_vs_controls(best: pd.DataFrame, pairs: dict[str, list[str]], metric: str = "Recall", k: int = 20) -> pd.DataFrame:
+    """Per multimodal model and real feature set: the test ``metric@k`` on the real set, on each
+    control made from it (``pairs``: real -> controls) and the difference control - real
+    (mean over seeds; stage 4's ``best`` rows, before any significance test)."""
+    d = best[(best["split"] == "test") & (best["metric"] == metric) & (best["k"] == k)]
+    means = d.groupby(["model", "feature_set"])["value"].mean()
+    rows = []
+    for real, controls in pairs.items():
+        for model in sorted({m for m, fs in means.index if fs == real}):
+            for ctl in controls:
+                if (model, ctl) in means.index:
+                    r, c = float(means[(model, real)]), float(means[(model, ctl)])
+                    rows.append({"metric": f"{metric}@{k}", "model": model, "real": real, "control": ctl,
+                                 "on real": r, "on control": c, "control - real": c - r})
+    return pd.DataFrame(rows, columns=["metric", "model", "real", "control", "on real", "on control",
+                                       "control - real"])

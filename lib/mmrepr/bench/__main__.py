@@ -1,4 +1,4 @@
-"""``python -m mmrepr.bench {extract,lvlm,eval,fidelity} ...`` — each prints numbers and writes JSON."""
+"""``python -m mmrepr.bench {extract,lvlm,eval,train,fidelity} ...`` — each prints numbers and writes JSON."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ COMMANDS = {
     "extract": ("mmrepr.bench.extract", "batched feature extraction vs one item at a time"),
     "lvlm": ("mmrepr.bench.lvlm", "batched LVLM generation vs one item at a time"),
     "eval": ("mmrepr.bench.evaluate", "the fast evaluator vs Cornac's ranking evaluation"),
+    "train": ("mmrepr.bench.train", "stage 4's wall time in-process vs on a local Ray"),
     "fidelity": ("mmrepr.bench.fidelity", "VBPR, LATTICE, FREEDOM, BM3, LightGCN vs the MMRec reference (issue #11)"),
 }
 

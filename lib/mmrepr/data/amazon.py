@@ -36,7 +36,7 @@ from urllib.request import url2pathname
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from tqdm.auto import tqdm
+from mmrepr.progress import tqdm
 
 from mmrepr.data.download import DownloadRecord, download, fetch_many
 from mmrepr.io import read_json, write_json

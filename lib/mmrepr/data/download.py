@@ -30,7 +30,7 @@ from urllib.request import url2pathname
 
 import requests
 import urllib3
-from tqdm.auto import tqdm
+from mmrepr.progress import tqdm
 
 log = logging.getLogger(__name__)
 

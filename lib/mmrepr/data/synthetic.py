@@ -55,7 +55,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
-from tqdm.auto import tqdm
+from mmrepr.progress import tqdm
 
 from mmrepr.data.params import SyntheticParams
 from mmrepr.io import atomic_path, read_json, sha256_json, write_json, write_parquet

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
+from mmrepr.progress import tqdm
 
 METRICS = ("Recall", "nDCG", "HR", "nDCG_graded")
 
@@ -405,11 +405,3 @@ def evaluate(
             ideal = np.bincount(rr[o], weights=gain[o] * ideal_disc * (ideal_rank < k), minlength=b)
             out[("nDCG_graded", k)][sl] = per_user(hit * gain * disc) / ideal
     return EvalResult(split.name, cutoffs, users, out, n_tie_fallback=n_fallback)
-
-
-def evaluate_model(model, split: EvalSplit, cutoffs: Sequence[int] = (20,), chunk_size: int = 1024,
-                   progress: bool = False) -> EvalResult:
-    """:func:`evaluate` with the model's batched scorer (see ``mmrepr.models.adapters``)."""
-    from mmrepr.models.adapters import score_users
-
-    return evaluate(lambda u: score_users(model, u), split, cutoffs, chunk_size, progress)

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from mmrepr.progress import tqdm
 
 from mmrepr.features.content import image_keys, is_missing, text_key
 from mmrepr.features.encoders import Encoder, build_encoder

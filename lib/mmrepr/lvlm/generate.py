@@ -350,7 +350,7 @@ def generate_items(
     Returns the per-item table (asin, status, result, reason, n_tokens, eos) in
     ``items_df`` order, the embeddings of the ok rows, and timing numbers for this call.
     """
-    from tqdm.auto import tqdm
+    from mmrepr.progress import tqdm
 
     folder = Path(folder)
     missing = {"item", "image_path"} - set(items_df.columns)
@@ -446,8 +446,9 @@ def run_model(P, items_df: pd.DataFrame, spec, *, device: str | None = None, dty
     import transformers
 
     L = P.lvlm
-    if not L.prompt:
-        raise ValueError("lvlm.prompt is empty: the dataset's FITB prompt is required to run a model")
+    from mmrepr.lvlm.parse import require_prompt
+
+    require_prompt(L.prompt)
     path, random_weights = resolve_model(P, spec)
     if generator is None:
         generator = LvlmGenerator.from_pretrained(

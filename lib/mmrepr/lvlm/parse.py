@@ -58,10 +58,17 @@ class ParseError(ValueError):
     pass
 
 
+def require_prompt(prompt: str | None) -> str:
+    """The one check for an empty ``lvlm.prompt`` (running a model and parsing answers both need it)."""
+    if not prompt or not str(prompt).strip():
+        raise ParseError("lvlm.prompt is empty: set it to the dataset's FITB prompt (running an LVLM and "
+                         "parsing FITB answers both need it)")
+    return prompt
+
+
 def labels_from_prompt(prompt: str, n: int = 5) -> list[str]:
     """The slot labels of a FITB prompt: the first ``n`` distinct ``[Label]`` names, in order."""
-    if not prompt:
-        raise ParseError("the FITB prompt is empty: set lvlm.prompt to the dataset's prompt")
+    require_prompt(prompt)
     seen: list[str] = []
     for m in re.finditer(r"\[([^\[\]]+)\]", prompt):
         name = m.group(1).strip()

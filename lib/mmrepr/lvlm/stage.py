@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from mmrepr.progress import tqdm
 
 from mmrepr.features.store import FeatureSet, save_feature_set
 from mmrepr.io import write_csv, write_json, write_parquet
@@ -140,8 +140,6 @@ def run_stage(P, items=None, show_progress: bool = True) -> StageSummary:
         raise StageError("the dataset has no items")
     sources = collect_answers(P, items_df)
     needs_labels = any(s.style == "fitb" for s in sources)
-    if needs_labels and not P.lvlm.prompt:
-        raise StageError("lvlm.prompt is empty: FITB answers need the dataset's prompt to know the slot labels")
     labels = labels_from_prompt(P.lvlm.prompt) if needs_labels else []
     summary = StageSummary(out, labels)
     kwp = P.lvlm.keywords
@@ -150,7 +148,8 @@ def run_stage(P, items=None, show_progress: bool = True) -> StageSummary:
     coverage = []
     for s in tqdm(sources, desc="LVLM answers", disable=not show_progress):
         summary.sources[s.name] = s
-        write_answers(s.answers, out / "answers" / f"{s.name}.csv")
+        if P.lvlm.source == "recorded":  # generated answers were written by lvlm.generate already
+            write_answers(s.answers, out / "answers" / f"{s.name}.csv")
         in_items = s.answers["asin"].isin(item_set)
         unknown = s.answers.loc[~in_items]
         if len(unknown):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm.auto import tqdm
+from mmrepr.progress import tqdm
 
 from mmrepr.models.base import ATTRIBUTES_ATTR, MMReprRecommender, ModalityError, item_modality_matrix
 from mmrepr.models.spec import ModelSpec, knn_build

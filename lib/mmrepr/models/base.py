@@ -20,7 +20,7 @@ import scipy.sparse as sp
 import torch
 from cornac.exception import ScoreException
 from cornac.models import Recommender
-from tqdm.auto import tqdm
+from mmrepr.progress import tqdm
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,16 @@ class Grid(Strict):
     reg: list[float] = [0.01, 0.1]
 
 
+class RayParams(Strict):
+    # An existing cluster (``ray://host:10001`` or ``host:6379``); None: the RAY_ADDRESS
+    # environment variable, else a local Ray on this machine.
+    address: str | None = None
+    # Local Ray only: how many cells run at once (default: every CPU).
+    num_workers: int | None = Field(None, ge=1)
+    # CPUs (and torch threads) each cell's task takes.
+    threads_per_worker: int = Field(1, ge=1)
+
+
 class TrainParams(Strict):
     # Models by registered name (mmrepr.models.registry); None: every registered model of
     # that family (resolved when stage 4 plans its cells, so params import no model code).
@@ -44,3 +54,7 @@ class TrainParams(Strict):
     mask_train: Literal["positives", "all"] = "positives"
     # Users scored per block by the evaluator (memory ~ eval_chunk_size x n_items x 8 bytes).
     eval_chunk_size: int = Field(1024, ge=1)
+    # Where cells run: "inprocess" (this process, one after another) or "ray" (Ray tasks,
+    # local or on a cluster; see docs/cluster.md). Results are the same either way.
+    executor: Literal["inprocess", "ray"] = "inprocess"
+    ray: RayParams = RayParams()

@@ -1,0 +1,272 @@
+"""Train, evaluate and cache one cell.
+
+A finished cell is saved under ``train/cells/`` (rows parquet, per-user parquet, then the
+JSON written last marks it done, with a fingerprint of everything that decides it); a
+rerun skips cells whose JSON and fingerprint match, whichever executor wrote them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mmrepr.evaluation.ranking import EvalSplit, evaluate, split_from_cornac
+from mmrepr.features.store import load_feature_set
+from mmrepr.io import read_json, sha256_json, write_csv, write_json, write_parquet
+from mmrepr.models import adapters, registry
+from mmrepr.stages import code_hash, get_stage
+from mmrepr.training.data import (
+    AlignedFeatures,
+    SplitTriples,
+    align_feature_set,
+    attach_features,
+    build_method,
+    train_item_ids,
+    unknown_report,
+)
+from mmrepr.training.plan import Cell
+from mmrepr.training.results import PER_USER_COLUMNS, RESULT_COLUMNS, parse_metric
+
+
+@dataclass
+class Context:
+    """Data prepared once for a whole search (once per worker process on Ray)."""
+
+    dataset: str
+    run_dir: Path
+    out_dir: Path
+    train: Any  # TrainParams
+    method: Any  # cornac BaseMethod
+    val_split: EvalSplit
+    test_split: EvalSplit
+    user_ids: np.ndarray  # model user index -> raw id
+    unknowns: pd.DataFrame
+    feature_cache: dict[str, AlignedFeatures] = field(default_factory=dict)
+    attached: tuple | None = None
+    feature_loader: Any = None  # name -> FeatureSet (default: the run's feature store)
+    # What every cell depends on besides its own settings: the split's content and the
+    # training code (models, evaluation, training); see :func:`cell_fingerprint`.
+    inputs_hash: str = ""
+    feature_hashes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cells_dir(self) -> Path:
+        return self.out_dir / "cells"
+
+
+def prepare(P, triples: SplitTriples | None = None, feature_loader=None) -> Context:
+    """Splits into Cornac, the evaluation splits, the unknown-user/item report."""
+    from mmrepr.data.schema import load_dataset
+
+    if triples is None:
+        ds = load_dataset(P.run_dir)
+        triples = SplitTriples.from_interactions(ds.interactions, str(ds.root / "interactions.parquet"))
+    T = P.train
+    method = build_method(triples, T.rating_threshold, P.seed)
+    mask = getattr(T, "mask_train", "positives")
+    val = split_from_cornac("val", method.train_set, method.val_set, [], T.rating_threshold, mask=mask)
+    test = split_from_cornac("test", method.train_set, method.test_set, [method.val_set], T.rating_threshold, mask=mask)
+    uid = method.train_set.uid_map
+    n_users = max(len(method.global_uid_map), 1)
+    user_ids = np.empty(n_users, dtype=object)
+    for raw, idx in method.global_uid_map.items():
+        user_ids[idx] = raw
+    out_dir = Path(P.run_dir) / "train"
+    unk = unknown_report(triples)
+    unk["evaluated_users"] = [len(uid), len(val.users), len(test.users)]
+    unk["users_no_relevant"] = [0, val.n_skipped_no_relevant, test.n_skipped_no_relevant]
+    write_csv(unk, out_dir / "unknowns.csv")
+    loader = feature_loader or (lambda name: load_feature_set(P.run_dir, name))
+    return Context(P.profile, Path(P.run_dir), out_dir, T, method, val, test, user_ids, unk, feature_loader=loader,
+                   inputs_hash=sha256_json(dict(data=_triples_hash(triples), code=training_code_hash())))
+
+
+_WORKER_CONTEXTS: dict[tuple[str, str], Context] = {}
+
+
+def worker_context(P) -> Context:
+    """A per-process Context cache keyed by run dir and train params: a Ray worker prepares
+    the data once and reuses it for every cell it is given."""
+    key = (str(Path(P.run_dir).resolve()), sha256_json(P.train.model_dump(mode="json")))
+    if key not in _WORKER_CONTEXTS:
+        _WORKER_CONTEXTS.clear()
+        _WORKER_CONTEXTS[key] = prepare(P)
+    return _WORKER_CONTEXTS[key]
+
+
+def _triples_hash(triples: SplitTriples) -> str:
+    h = hashlib.sha256()
+    for name in ("train", "val", "test"):
+        h.update(name.encode())
+        h.update(json.dumps(getattr(triples, name), default=str, separators=(",", ":")).encode("utf-8"))
+    return h.hexdigest()
+
+
+def training_code_hash() -> str:
+    """The train stage's code (the same hash the runner's stage fingerprint uses)."""
+    return code_hash(get_stage("train"))
+
+
+# Meta fields of a feature set that say what its numbers are (never timings, counts of
+# cache hits or paths): the cell records kind/reference/random_weights, and the extractor
+# or model ids tell two sets with equal bytes apart in the saved cell.
+SEMANTIC_META = ("kind", "reference", "random_weights")
+EXTRACTOR_ID_KEYS = ("extractor", "model_id", "random_weights", "pretrained")
+
+
+def feature_content(meta: dict, matrices: dict[str, np.ndarray], n_missing_zeroed: int = 0) -> str:
+    """Hash of a feature set's content as the models see it: the aligned matrices' bytes and
+    the semantic meta fields (:data:`SEMANTIC_META`, role names, extractor ids)."""
+    exts = meta.get("extractors") or {}
+    sem = dict(
+        {k: meta.get(k) for k in SEMANTIC_META},
+        roles=sorted(matrices),
+        extractors={r: {k: (e or {}).get(k) for k in EXTRACTOR_ID_KEYS} for r, e in sorted(exts.items())}
+        if isinstance(exts, dict) else None,
+        zeroed=int(n_missing_zeroed),
+    )
+    h = hashlib.sha256(json.dumps(sem, sort_keys=True, default=str).encode("utf-8"))
+    for role in sorted(matrices):
+        m = np.ascontiguousarray(matrices[role])
+        h.update(f"{role}:{m.dtype}:{m.shape}".encode())
+        h.update(m.tobytes())
+    return h.hexdigest()
+
+
+def _feature_hash(ctx: Context, name: str) -> str:
+    if name not in ctx.feature_hashes:
+        al = _features_for(ctx, name)
+        ctx.feature_hashes[name] = feature_content(al.meta, al.matrices, al.n_missing_zeroed)
+    return ctx.feature_hashes[name]
+
+
+def cell_fingerprint(ctx: Context, cell: Cell) -> str:
+    """Everything that decides a cell's numbers: its settings, the training settings, the
+    split's content, the training code and the content of its feature set. A saved cell
+    is reused only when all of them match, so changed data, features or code retrain."""
+    T = ctx.train
+    return sha256_json(
+        dict(cell=cell.__dict__, epochs=T.epochs, eval_every=T.eval_every, patience=T.early_stop_patience,
+             batch_size=T.batch_size, cutoffs=sorted(set(T.cutoffs)), threshold=T.rating_threshold,
+             selection=T.selection_metric, mask=getattr(T, "mask_train", "positives"), inputs=ctx.inputs_hash,
+             features=_feature_hash(ctx, cell.feature_set) if cell.feature_set else "")
+    )
+
+
+def cell_paths(ctx: Context, cell: Cell) -> tuple[Path, Path, Path]:
+    """(meta JSON, rows parquet, per-user parquet) of a cell."""
+    base = ctx.cells_dir / cell.key
+    return base.with_suffix(".json"), Path(f"{base}.rows.parquet"), Path(f"{base}.users.parquet")
+
+
+def load_cell(ctx: Context, cell: Cell) -> dict | None:
+    meta_p, rows_p, users_p = cell_paths(ctx, cell)
+    if not meta_p.is_file() or not rows_p.is_file():
+        return None
+    meta = read_json(meta_p)
+    if meta.get("fingerprint") != cell_fingerprint(ctx, cell):
+        return None
+    return meta
+
+
+def _features_for(ctx: Context, name: str) -> AlignedFeatures:
+    if name not in ctx.feature_cache:
+        fs = ctx.feature_loader(name)
+        ctx.feature_cache[name] = align_feature_set(fs, train_item_ids(ctx.method))
+    return ctx.feature_cache[name]
+
+
+def _attach(ctx: Context, model: str, feature_set: str) -> dict:
+    spec = registry.get_spec(model)
+    key = (spec.needs, feature_set, spec.concat_modalities)
+    info: dict = {}
+    if spec.needs == "features":
+        al = _features_for(ctx, feature_set)
+        info = dict(feature_kind=al.meta.get("kind", "real"), reference=al.meta.get("reference", ""),
+                    random_weights=bool(al.meta.get("random_weights", False)),
+                    n_missing_zeroed=al.n_missing_zeroed, roles=sorted(al.matrices))
+        if ctx.attached != key:
+            attach_features(ctx.method, al, concat_for_single_matrix=spec.concat_modalities)
+    elif spec.needs == "attributes":
+        al = _features_for(ctx, feature_set)
+        info = dict(feature_kind=al.meta.get("kind", "real"), n_missing_zeroed=al.n_missing_zeroed)
+        if ctx.attached != key:
+            attach_features(ctx.method, None, attributes=al)
+    elif ctx.attached is not None and ctx.attached[0] is not None:
+        attach_features(ctx.method, None)
+    ctx.attached = key
+    return info
+
+
+def run_cell(ctx: Context, cell: Cell) -> dict:
+    """Train, select the best epoch on validation, test it, save the cell. Returns its meta."""
+    cached = load_cell(ctx, cell)
+    if cached is not None:
+        return cached
+    T = ctx.train
+    sel = parse_metric(T.selection_metric, "train.selection_metric")
+    cutoffs = sorted(set(T.cutoffs) | {sel.k})
+    chunk = getattr(T, "eval_chunk_size", 1024)
+    info = _attach(ctx, cell.model, cell.feature_set)
+    spec = registry.get_spec(cell.model)
+    model = registry.build_model(cell.model, cell.params, seed=cell.seed, n_epochs=T.epochs, batch_size=T.batch_size)
+
+    def val_eval(m):
+        r = evaluate(lambda u: adapters.score_users(m, u, spec), ctx.val_split, cutoffs, chunk)
+        return r.mean(sel.metric, sel.k), {key: r.mean(*key) for key in r.values}
+
+    t0 = time.perf_counter()
+    elog = adapters.train_epochwise(model, ctx.method.train_set, ctx.method.val_set, val_eval, T.epochs,
+                                    T.eval_every, T.early_stop_patience, spec=spec)
+    fit_s = time.perf_counter() - t0
+    test = evaluate(lambda u: adapters.score_users(model, u, spec), ctx.test_split, cutoffs, chunk)
+    params_s = json.dumps(cell.params, sort_keys=True)
+    base = dict(dataset=ctx.dataset, model=cell.model, feature_set=cell.feature_set, config_id=cell.config_id,
+                params=params_s, seed=cell.seed)
+    rows = [dict(base, split="val", epoch=ep, metric=m, k=k, value=v) for ep, vals in elog.evaluations
+            for (m, k), v in vals.items()]
+    rows += [dict(base, split="test", epoch=elog.best_epoch, metric=m, k=k, value=test.mean(m, k))
+             for (m, k) in test.values]
+    meta_p, rows_p, users_p = cell_paths(ctx, cell)
+    write_parquet(pd.DataFrame(rows, columns=RESULT_COLUMNS), rows_p)
+    pu = test.per_user_frame()
+    pu["user"] = ctx.user_ids[pu["user"].to_numpy()].astype(str)
+    write_parquet(pu[PER_USER_COLUMNS], users_p)
+    meta = dict(
+        key=cell.key, model=cell.model, feature_set=cell.feature_set, config_id=cell.config_id, params=cell.params,
+        seed=cell.seed, fingerprint=cell_fingerprint(ctx, cell), best_epoch=elog.best_epoch,
+        best_val=elog.best_value, selection_metric=T.selection_metric, stopped_early=elog.stopped_early,
+        epochs_evaluated=[e for e, _ in elog.evaluations], fit_seconds=round(fit_s, 3),
+        test_tie_fallback_users=test.n_tie_fallback, diverged=bool(getattr(model, "diverged", False)), **info,
+    )
+    write_json(meta_p, meta)  # last: marks the cell done
+    return meta
+
+
+def run_cell_safely(ctx: Context, cell: Cell, raise_errors: bool = False) -> tuple[dict | None, dict | None, bool]:
+    """(meta, None, trained) for a finished cell (trained: False when it came from the cache),
+    (None, error record, True) for one that raised (written to ``cells/<key>.error.json``;
+    the cell is retried on the next run)."""
+    cached = load_cell(ctx, cell)
+    if cached is not None:
+        return cached, None, False
+    try:
+        meta = run_cell(ctx, cell)
+    except Exception as exc:
+        if raise_errors:
+            raise
+        err = dict(key=cell.key, model=cell.model, feature_set=cell.feature_set, config_id=cell.config_id,
+                   params=cell.params, seed=cell.seed, error=f"{type(exc).__name__}: {exc}",
+                   traceback=traceback.format_exc(limit=8))
+        write_json(ctx.cells_dir / f"{cell.key}.error.json", err)
+        return None, err, True
+    (ctx.cells_dir / f"{cell.key}.error.json").unlink(missing_ok=True)
+    return meta, None, True

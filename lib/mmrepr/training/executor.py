@@ -1,0 +1,112 @@
+"""Where cells run: in this process (default) or as Ray tasks, on this machine or a cluster.
+
+Both executors run the same :func:`mmrepr.training.cells.run_cell_safely`: a cell's files
+are written by whoever trained it, atomically, JSON last, so a killed run resumes the same
+way whichever executor wrote its cells. Ray is the scheduler; nothing here queues or
+balances work beyond submitting tasks and ``ray.wait``-ing for them.
+
+``train.executor: ray``: ``train.ray.address`` (or the ``RAY_ADDRESS`` environment variable)
+joins an existing cluster; without one a local Ray starts with ``train.ray.num_workers``
+CPUs (default: all). Every worker needs the project installed (same code) and the run
+folder on a shared filesystem (the workers read ``runs/<profile>/data``/``features`` and
+write ``train/cells``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterable, Iterator
+
+from mmrepr.training.cells import Context, run_cell_safely, worker_context
+from mmrepr.training.plan import Cell
+
+log = logging.getLogger(__name__)
+
+Outcome = tuple[Cell, "dict | None", "dict | None", bool]  # (cell, meta, error, trained here)
+
+
+class InProcessExecutor:
+    name = "inprocess"
+
+    def __init__(self, ctx: Context, raise_errors: bool = False):
+        self.ctx, self.raise_errors = ctx, raise_errors
+
+    def run(self, cells: Iterable[Cell]) -> Iterator[Outcome]:
+        for cell in cells:
+            yield (cell, *run_cell_safely(self.ctx, cell, self.raise_errors))
+
+    def close(self) -> None:
+        pass
+
+
+def _ray_cell(P, cell: Cell, raise_errors: bool, threads: int):
+    """A Ray task: one cell on a worker, with the worker's cached Context."""
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    ctx = worker_context(P)
+    return run_cell_safely(ctx, cell, raise_errors)
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, P, ctx: Context | None = None, raise_errors: bool = False):
+        import ray
+
+        R = P.train.ray
+        self.P, self.raise_errors, self.threads = P, raise_errors, R.threads_per_worker
+        self.ctx = ctx
+        address = R.address or os.environ.get("RAY_ADDRESS") or None
+        self._started = False
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+                log.info("Ray: joined the cluster at %s", address)
+            else:
+                ray.init(num_cpus=R.num_workers or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+                log.info("Ray: local, %s workers", R.num_workers or os.cpu_count())
+            self._started = True
+        self._task = ray.remote(num_cpus=self.threads, max_retries=0)(_ray_cell)
+
+    def run(self, cells: Iterable[Cell]) -> Iterator[Outcome]:
+        import ray
+
+        cells = list(cells)
+        if not cells:
+            return
+        # Cells already finished are answered here: no task, no data preparation on a worker.
+        todo = []
+        for cell in cells:
+            meta = None
+            if self.ctx is not None:
+                from mmrepr.training.cells import load_cell
+
+                meta = load_cell(self.ctx, cell)
+            if meta is not None:
+                yield cell, meta, None, False
+            else:
+                todo.append(cell)
+        refs = {self._task.remote(self.P, c, self.raise_errors, self.threads): c for c in todo}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                yield (refs[ref], *ray.get(ref))  # ray.get raises the cell's error when raise_errors
+
+    def close(self) -> None:
+        import ray
+
+        if self._started and ray.is_initialized():
+            ray.shutdown()
+
+
+def make_executor(P, ctx: Context, raise_errors: bool = False):
+    kind = getattr(P.train, "executor", "inprocess")
+    if kind == "inprocess":
+        return InProcessExecutor(ctx, raise_errors)
+    if kind == "ray":
+        return RayExecutor(P, ctx, raise_errors)
+    raise ValueError(f"train.executor: {kind!r} is not one of inprocess, ray")
