@@ -149,11 +149,15 @@ def train_one(name: str, protocol: Protocol, seed: int, *, max_epochs: int, eval
     t0 = time.perf_counter()
     model.fit(protocol.train_set)
     setup_s = time.perf_counter() - t0 - st["train_s"] - st["eval_s"]
+    # Read before set_state: restoring the best snapshot also restores its epoch counter, so
+    # afterwards ``epochs_run`` is the best epoch, not how many epochs were trained.
+    trained = model.epochs_run
     if st["state"] is not None:
         model.set_state(st["state"])
     return {
         "model": name, "seed": seed, "test_recall20": protocol.recall(model, protocol.test),
-        "val_recall20": st["best"], "best_epoch": st["best_epoch"], "epochs": model.epochs_run,
+        "val_recall20": st["best"], "best_epoch": st["best_epoch"], "epochs": trained,
+        "stopped_early": trained < max_epochs and not model.diverged,
         "s_per_epoch": float(np.mean(model.epoch_seconds)) if model.epoch_seconds else float("nan"),
         "s_per_epoch_median": float(np.median(model.epoch_seconds)) if model.epoch_seconds else float("nan"),
         "setup_s": setup_s,
@@ -218,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                 r["content"] = content if name in MULTIMODAL else "–"
                 rows.append(r)
                 print(f"  {name:8s} {r['content']:5s} seed {seed}: test R@20 {r['test_recall20']:.4f} "
-                      f"(val {r['val_recall20']:.4f}, best epoch {r['best_epoch']}/{r['epochs']}), "
+                      f"(val {r['val_recall20']:.4f}, best epoch {r['best_epoch']} of {r['epochs']} trained"
+                      f"{', DIVERGED' if r['diverged'] else ''}{', stopped early' if r['stopped_early'] else ''}), "
                       f"{r['s_per_epoch']:.3f} s/epoch (median {r['s_per_epoch_median']:.3f}), "
                       f"{r['eval_s_each']:.2f} s per validation", flush=True)
     df = pd.DataFrame(rows)
@@ -240,6 +245,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             "test R@20": f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f}",
             "reference": reference_text(name, "real" if content == "–" else content),
             "best epoch": f"{g['best_epoch'].mean():.0f}", "epochs": f"{g['epochs'].mean():.0f}",
+            "diverged": int(g["diverged"].sum()), "stopped early": int(g["stopped_early"].sum()),
             "s/epoch": f"{g['s_per_epoch'].mean():.3f}",
         })
     return pd.DataFrame(out)
