@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmrepr.models.base import EmbeddingRecommender, multimodal_features
+from mmrepr.models.base import EmbeddingRecommender, multimodal_features, rows
 from mmrepr.models.graphs import FixedSparse, scipy_to_torch, sym_norm_adjacency
 from mmrepr.models.lightgcn import propagate_mean
 from mmrepr.models.spec import ModelSpec, embedding_build
@@ -79,12 +79,12 @@ class BM3(EmbeddingRecommender):
         u_ori, i_ori = self._forward()
         pred = self.net.predictor
         with torch.no_grad():  # target network: detached, perturbed by dropout
-            u_target = F.dropout(u_ori[users], self.dropout)
-            i_target = F.dropout(i_ori[items], self.dropout)
-        u_online, i_online = pred(u_ori[users]), pred(i_ori[items])
+            u_target = F.dropout(rows(u_ori, users), self.dropout)
+            i_target = F.dropout(rows(i_ori, items), self.dropout)
+        u_online, i_online = pred(rows(u_ori, users)), pred(rows(i_ori, items))
         cl = 0.0
         for m in self.modalities:
-            f_online = getattr(self.net, f"{m}_trs")(getattr(self.net, f"{m}_feat")[items])
+            f_online = getattr(self.net, f"{m}_trs")(rows(getattr(self.net, f"{m}_feat"), items))
             with torch.no_grad():
                 f_target = F.dropout(f_online.detach(), self.dropout)
             f_online = pred(f_online)

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmrepr.models.base import EmbeddingRecommender, effective_top_k, multimodal_features
+from mmrepr.models.base import EmbeddingRecommender, effective_top_k, multimodal_features, rows
 from mmrepr.models.graphs import (
     FixedSparse,
     edge_normalised_values,
@@ -114,13 +114,13 @@ class FREEDOM(EmbeddingRecommender):
         return out[: self.num_users], out[self.num_users :] + h
 
     def _modality(self, m, items):
-        return getattr(self.net, f"{m}_trs")(getattr(self.net, f"{m}_feat")[items])
+        return getattr(self.net, f"{m}_trs")(rows(getattr(self.net, f"{m}_feat"), items))
 
     def _batch_loss(self, batch):
         u, i, j = batch
         ue, ie = self._forward(self.masked_adj)
-        eu = ue[u]
-        loss = bpr(eu, ie[i], ie[j])
+        eu = rows(ue, u)
+        loss = bpr(eu, rows(ie, i), rows(ie, j))
         mm = 0.0
         for m in self.modalities:
             mm = mm + bpr(eu, self._modality(m, i), self._modality(m, j))

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmrepr.models.base import EmbeddingRecommender, effective_top_k, multimodal_features
+from mmrepr.models.base import EmbeddingRecommender, effective_top_k, multimodal_features, rows
 from mmrepr.models.graphs import (
     FixedSparse,
     lattice_knn_graph,
@@ -145,7 +145,7 @@ class LATTICE(EmbeddingRecommender):
         u, i, j = batch
         ue, ie = self._forward(self._build_graph)
         self._build_graph = False
-        eu, ep, en = ue[u], ie[i], ie[j]
+        eu, ep, en = rows(ue, u), rows(ie, i), rows(ie, j)
         mf = -F.logsigmoid((eu * ep).sum(1) - (eu * en).sum(1)).mean()
         reg = 0.5 * (eu.pow(2).sum() + ep.pow(2).sum() + en.pow(2).sum()) / self.batch_size
         return mf + self.lambda_reg * reg

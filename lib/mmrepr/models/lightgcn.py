@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmrepr.models.base import EmbeddingRecommender
+from mmrepr.models.base import EmbeddingRecommender, rows
 from mmrepr.models.graphs import FixedSparse, scipy_to_torch, spmm, sym_norm_adjacency
 from mmrepr.models.spec import BPR_SPACE, ModelSpec, embedding_build
 
@@ -58,7 +58,7 @@ class LightGCN(EmbeddingRecommender):
     def _batch_loss(self, batch):
         u, i, j = batch
         ue, ie = self._forward()
-        eu, ep, en = ue[u], ie[i], ie[j]
+        eu, ep, en = rows(ue, u), rows(ie, i), rows(ie, j)
         bpr = F.softplus((eu * en).sum(1) - (eu * ep).sum(1)).mean()
         reg = 0.5 * (eu.pow(2).sum() + ep.pow(2).sum() + en.pow(2).sum()) / len(u)
         return bpr + self.lambda_reg * reg
