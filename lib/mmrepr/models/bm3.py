@@ -16,8 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmrepr.models.base import EmbeddingRecommender, multimodal_features, rows
-from mmrepr.models.graphs import FixedSparse, scipy_to_torch, sym_norm_adjacency
-from mmrepr.models.lightgcn import propagate_mean
+from mmrepr.models.graphs import FixedSparse, propagate_mean, scipy_to_torch, sym_norm_adjacency
 from mmrepr.models.spec import ModelSpec, embedding_build
 
 

@@ -21,12 +21,12 @@ from mmrepr.models.graphs import (
     FixedSparse,
     edge_normalised_values,
     freedom_knn_graph,
+    propagate_mean,
     scipy_to_torch,
     spmm,
     sym_norm_adjacency,
     to_sparse,
 )
-from mmrepr.models.lightgcn import propagate_mean
 from mmrepr.models.spec import ModelSpec, embedding_build
 
 

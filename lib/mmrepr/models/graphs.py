@@ -203,6 +203,46 @@ class _ScipySpMM(torch.autograd.Function):
         return torch.from_numpy(ctx.fixed.sat @ grad.contiguous().numpy()), None
 
 
+class _ScipyPropagateMean(torch.autograd.Function):
+    """mean(E, AE, ..., A^L E) on CPU in one autograd node: the layer sum is accumulated in
+    place, and the backward is the same recursion with A^T, (g + A^T g + ... + (A^T)^L g) / (L+1),
+    instead of L product nodes, L additions and a division, each a pass over the whole
+    (users+items) x k matrix with its own allocation."""
+
+    @staticmethod
+    def forward(ctx, x, fixed, n_layers):
+        ctx.fixed, ctx.n_layers = fixed, n_layers
+        h = x.detach().contiguous().numpy()
+        out = h.copy()
+        for _ in range(n_layers):
+            h = fixed.sa @ h
+            out += h
+        out *= np.float32(1.0 / (n_layers + 1))
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        g = grad.contiguous().numpy()
+        acc = g.copy()
+        for _ in range(ctx.n_layers):
+            g = ctx.fixed.sat @ g
+            acc += g
+        acc *= np.float32(1.0 / (ctx.n_layers + 1))
+        return torch.from_numpy(acc), None, None
+
+
+def propagate_mean(adj, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """mean(E, AE, A^2E, ..., A^L E): the LightGCN layer combination."""
+    if isinstance(adj, FixedSparse) and adj.sa is not None and ego.device.type == "cpu" \
+            and ego.dtype == torch.float32:
+        return _ScipyPropagateMean.apply(ego, adj, n_layers)
+    out, h = ego, ego
+    for _ in range(n_layers):
+        h = spmm(adj, h)
+        out = out + h
+    return out / (n_layers + 1)
+
+
 def spmm(adj, x: torch.Tensor) -> torch.Tensor:
     """adj @ x for a ``FixedSparse`` (fast path) or any torch sparse tensor (autograd on values)."""
     if isinstance(adj, FixedSparse):

@@ -24,12 +24,12 @@ from mmrepr.models.graphs import (
     FixedSparse,
     lattice_knn_graph,
     mean_norm_adjacency_self_loops,
+    propagate_mean,
     scipy_to_torch,
     spmm,
     sym_normalise,
     to_sparse,
 )
-from mmrepr.models.lightgcn import propagate_mean
 from mmrepr.models.spec import ModelSpec, embedding_build
 
 

@@ -13,17 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmrepr.models.base import EmbeddingRecommender, rows
-from mmrepr.models.graphs import FixedSparse, scipy_to_torch, spmm, sym_norm_adjacency
+from mmrepr.models.graphs import FixedSparse, propagate_mean, scipy_to_torch, sym_norm_adjacency
 from mmrepr.models.spec import BPR_SPACE, ModelSpec, embedding_build
-
-
-def propagate_mean(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """mean(E, AE, A^2E, ..., A^L E): the LightGCN layer combination."""
-    out, h = ego, ego
-    for _ in range(n_layers):
-        h = spmm(adj, h)
-        out = out + h
-    return out / (n_layers + 1)
 
 
 class LightGCN(EmbeddingRecommender):
