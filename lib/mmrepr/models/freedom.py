@@ -122,8 +122,14 @@ class FREEDOM(EmbeddingRecommender):
         eu = rows(ue, u)
         loss = bpr(eu, rows(ie, i), rows(ie, j))
         mm = 0.0
-        for m in self.modalities:
-            mm = mm + bpr(eu, self._modality(m, i), self._modality(m, j))
+        if self.modalities:
+            # each distinct item of the batch projected once (its feature-gradient scatter too):
+            # the projections are most of a step's cost; same values and gradients
+            items, inverse = torch.unique(torch.cat([i, j]), return_inverse=True)
+            ii, jj = inverse[: len(i)], inverse[len(i) :]
+            for m in self.modalities:
+                proj = self._modality(m, items)
+                mm = mm + bpr(eu, rows(proj, ii), rows(proj, jj))
         return loss + self.lambda_reg * mm
 
     def _final_embeddings(self):
