@@ -82,8 +82,10 @@ class BM3(EmbeddingRecommender):
             i_target = F.dropout(rows(i_ori, items), self.dropout)
         u_online, i_online = pred(rows(u_ori, users)), pred(rows(i_ori, items))
         cl = 0.0
+        if self.modalities:  # each distinct item projected once; rows repeat as before
+            uniq, inverse = torch.unique(items, return_inverse=True)
         for m in self.modalities:
-            f_online = getattr(self.net, f"{m}_trs")(rows(getattr(self.net, f"{m}_feat"), items))
+            f_online = rows(getattr(self.net, f"{m}_trs")(rows(getattr(self.net, f"{m}_feat"), uniq)), inverse)
             with torch.no_grad():
                 f_target = F.dropout(f_online.detach(), self.dropout)
             f_online = pred(f_online)
