@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from mmrepr.models.base import EmbeddingRecommender, effective_top_k, multimodal_features, rows
 from mmrepr.models.graphs import (
+    EdgeGraph,
     FixedSparse,
     lattice_knn_graph,
     mean_norm_adjacency_self_loops,
@@ -28,7 +29,6 @@ from mmrepr.models.graphs import (
     scipy_to_torch,
     spmm,
     sym_normalise,
-    to_sparse,
 )
 from mmrepr.models.spec import ModelSpec, embedding_build
 
@@ -100,7 +100,7 @@ class LATTICE(EmbeddingRecommender):
         return {"visual": float(w[0]), "textual": float(w[1])}
 
     def item_graph(self) -> torch.Tensor:
-        """(1-λ) * norm(Σ w_m learned_m) + λ * Σ w_m original_m, as a sparse COO tensor."""
+        """(1-λ) * norm(Σ w_m learned_m) + λ * Σ w_m original_m, as an ``EdgeGraph``."""
         n = self.num_items
         w = torch.softmax(self.net.modal_weight, 0)
         scale = {"v": w[0], "t": w[1]} if len(self.modalities) == 2 else {m: 1.0 for m in self.modalities}
@@ -116,7 +116,7 @@ class LATTICE(EmbeddingRecommender):
         rows = torch.cat([lr, torch.cat(orr)])
         cols = torch.cat([lc, torch.cat(oc)])
         vals = torch.cat([(1 - self.lambda_coeff) * learned, self.lambda_coeff * torch.cat(ov)])
-        return to_sparse(rows, cols, vals, n)
+        return EdgeGraph(rows, cols, vals, n)
 
     def _pre_epoch(self):
         # epochs are counted from 0 here: the first epoch always builds the graph
@@ -130,7 +130,7 @@ class LATTICE(EmbeddingRecommender):
             self._item_adj = self.item_graph()
         elif not isinstance(self._item_adj, FixedSparse):
             # later batches: same graph, no gradient (reference: .detach())
-            self._item_adj = FixedSparse(self._item_adj)
+            self._item_adj = FixedSparse(self._item_adj.to_coo())
         return self._propagate(self._item_adj)
 
     def _propagate(self, item_adj):
