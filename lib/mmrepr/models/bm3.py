@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmrepr.models.base import EmbeddingRecommender, multimodal_features, rows
-from mmrepr.models.graphs import FixedSparse, propagate_mean, scipy_to_torch, sym_norm_adjacency
+from mmrepr.models.graphs import FixedSparse, propagate_mean_split, scipy_to_torch, sym_norm_adjacency
 from mmrepr.models.spec import ModelSpec, embedding_build
 
 
@@ -70,8 +70,8 @@ class BM3(EmbeddingRecommender):
         self.adj = FixedSparse(scipy_to_torch(sym_norm_adjacency(self._train_csr), dev), symmetric=True)
 
     def _forward(self):
-        out = propagate_mean(self.adj, torch.cat([self.net.user, self.net.item]), self.n_layers)
-        return out[: self.num_users], out[self.num_users :] + self.net.item
+        ue, ie = propagate_mean_split(self.adj, self.net.user, self.net.item, self.n_layers)
+        return ue, ie + self.net.item
 
     def _batch_loss(self, batch):
         users, items = batch

@@ -21,7 +21,7 @@ from mmrepr.models.graphs import (
     FixedSparse,
     edge_normalised_values,
     freedom_knn_graph,
-    propagate_mean,
+    propagate_mean_split,
     scipy_to_torch,
     spmm,
     sym_norm_adjacency,
@@ -110,8 +110,8 @@ class FREEDOM(EmbeddingRecommender):
         h = self.net.item
         for _ in range(self.n_mm_layers):
             h = spmm(self.mm_adj, h)
-        out = propagate_mean(adj, torch.cat([self.net.user, self.net.item]), self.n_ui_layers)
-        return out[: self.num_users], out[self.num_users :] + h
+        ue, ie = propagate_mean_split(adj, self.net.user, self.net.item, self.n_ui_layers)
+        return ue, ie + h
 
     def _modality(self, m, items):
         return getattr(self.net, f"{m}_trs")(rows(getattr(self.net, f"{m}_feat"), items))

@@ -231,6 +231,47 @@ class _ScipyPropagateMean(torch.autograd.Function):
         return torch.from_numpy(acc), None, None
 
 
+class _ScipyPropagateMeanSplit(torch.autograd.Function):
+    """``_ScipyPropagateMean`` of ``[users; items]`` taking and returning the two blocks, so
+    that no step concatenates the tables or slices the result (whose backward zero-fills a
+    full-size gradient per slice and adds them)."""
+
+    @staticmethod
+    def forward(ctx, users, items, fixed, n_layers):
+        ctx.fixed, ctx.n_layers, ctx.n_users = fixed, n_layers, users.shape[0]
+        h = np.concatenate([users.detach().numpy(), items.detach().numpy()])
+        out = h.copy()
+        for _ in range(n_layers):
+            h = fixed.sa @ h
+            out += h
+        out *= np.float32(1.0 / (n_layers + 1))
+        t = torch.from_numpy(out)
+        return t[: ctx.n_users], t[ctx.n_users :]
+
+    @staticmethod
+    def backward(ctx, gu, gi):
+        nu = ctx.n_users
+        g = np.empty((ctx.fixed.shape[0], (gu if gu is not None else gi).shape[1]), dtype=np.float32)
+        g[:nu] = 0.0 if gu is None else gu.numpy()
+        g[nu:] = 0.0 if gi is None else gi.numpy()
+        acc = g.copy()
+        for _ in range(ctx.n_layers):
+            g = ctx.fixed.sat @ g
+            acc += g
+        acc *= np.float32(1.0 / (ctx.n_layers + 1))
+        t = torch.from_numpy(acc)
+        return t[:nu], t[nu:], None, None
+
+
+def propagate_mean_split(adj, users: torch.Tensor, items: torch.Tensor, n_layers: int):
+    """(user rows, item rows) of ``propagate_mean(adj, [users; items], n_layers)``."""
+    if isinstance(adj, FixedSparse) and adj.sa is not None and users.device.type == "cpu" \
+            and users.dtype == torch.float32 and items.dtype == torch.float32:
+        return _ScipyPropagateMeanSplit.apply(users, items, adj, n_layers)
+    out = propagate_mean(adj, torch.cat([users, items]), n_layers)
+    return out[: users.shape[0]], out[users.shape[0] :]
+
+
 def propagate_mean(adj, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
     """mean(E, AE, A^2E, ..., A^L E): the LightGCN layer combination."""
     if isinstance(adj, FixedSparse) and adj.sa is not None and ego.device.type == "cpu" \

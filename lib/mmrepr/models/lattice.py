@@ -25,7 +25,7 @@ from mmrepr.models.graphs import (
     FixedSparse,
     lattice_knn_graph,
     mean_norm_adjacency_self_loops,
-    propagate_mean,
+    propagate_mean_split,
     scipy_to_torch,
     spmm,
     sym_normalise,
@@ -137,8 +137,7 @@ class LATTICE(EmbeddingRecommender):
         h = self.net.item
         for _ in range(self.n_layers):
             h = spmm(item_adj, h)
-        out = propagate_mean(self.adj, torch.cat([self.net.user, self.net.item]), self.n_ui_layers)
-        ue, ie = out[: self.num_users], out[self.num_users :]
+        ue, ie = propagate_mean_split(self.adj, self.net.user, self.net.item, self.n_ui_layers)
         return ue, ie + F.normalize(h, p=2, dim=1)
 
     def _batch_loss(self, batch):

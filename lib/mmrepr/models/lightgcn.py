@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmrepr.models.base import EmbeddingRecommender, rows
-from mmrepr.models.graphs import FixedSparse, propagate_mean, scipy_to_torch, sym_norm_adjacency
+from mmrepr.models.graphs import FixedSparse, propagate_mean_split, scipy_to_torch, sym_norm_adjacency
 from mmrepr.models.spec import BPR_SPACE, ModelSpec, embedding_build
 
 
@@ -42,9 +42,7 @@ class LightGCN(EmbeddingRecommender):
         self.net.item = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_items, self.k)))
 
     def _forward(self):
-        ego = torch.cat([self.net.user, self.net.item])
-        out = propagate_mean(self.adj, ego, self.n_layers)
-        return out[: self.num_users], out[self.num_users :]
+        return propagate_mean_split(self.adj, self.net.user, self.net.item, self.n_layers)
 
     def _batch_loss(self, batch):
         u, i, j = batch
