@@ -78,3 +78,38 @@ def test_propagate_mean_split_matches_the_concatenated_propagation_and_its_gradi
     propagate_mean_split(fixed, ua, ia, 2)[1].sum().backward()
     _generic(coo, torch.cat([ub, ib]), 2)[30:].sum().backward()
     torch.testing.assert_close(ua.grad, ub.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_accelerator_paths_give_the_same_products():
+    # the torch paths (taken off CPU, e.g. CUDA) forced on CPU: FixedSparse without SciPy
+    from mmrepr.models.graphs import propagate_mean_split
+
+    coo, _ = _graph(False)
+    fixed = FixedSparse(coo)
+    fixed.sa = fixed.sat = None
+    x = torch.randn(coo.shape[0], 4, generator=torch.Generator().manual_seed(8))
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    spmm(fixed, xa).square().sum().backward()
+    torch.sparse.mm(coo, xb).square().sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-6)
+    fu, fi = propagate_mean_split(fixed, x[:10], x[10:], 2)
+    torch.testing.assert_close(torch.cat([fu, fi]), _generic(coo, x, 2), rtol=1e-5, atol=1e-6)
+
+
+def test_edge_graph_product_gives_torch_sparse_gradients_for_values_and_input():
+    from mmrepr.models.graphs import EdgeGraph
+
+    g = torch.Generator().manual_seed(9)
+    rows = torch.tensor([0, 0, 1, 2, 3, 3, 0])  # (0, 1) twice: duplicates add up
+    cols = torch.tensor([1, 2, 0, 3, 1, 3, 1])
+    v0, x0 = torch.rand(7, generator=g), torch.randn(4, 3, generator=g)
+    w = torch.randn(4, 3, generator=g)
+    va, xa = v0.clone().requires_grad_(), x0.clone().requires_grad_()
+    vb, xb = v0.clone().requires_grad_(), x0.clone().requires_grad_()
+    fast = spmm(EdgeGraph(rows, cols, va, 4), xa)
+    ref = torch.sparse.mm(torch.sparse_coo_tensor(torch.stack([rows, cols]), vb, (4, 4)), xb)
+    (fast * w).sum().backward()
+    (ref * w).sum().backward()
+    torch.testing.assert_close(fast, ref)
+    torch.testing.assert_close(va.grad, vb.grad)
+    torch.testing.assert_close(xa.grad, xb.grad)
