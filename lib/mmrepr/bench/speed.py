@@ -144,10 +144,16 @@ class Reference:
             raise FileNotFoundError(f"--reference {src}: no models/{name.lower()}.py (give MMRec's src folder)")
         if str(src) not in sys.path:
             sys.path.insert(0, str(src))
-        TrainDataLoader = importlib.import_module("utils.dataloader").TrainDataLoader
-        self._trainer = importlib.import_module("common.trainer").Trainer
-        init_seed = importlib.import_module("utils.utils").init_seed
-        cls = getattr(importlib.import_module(f"models.{name.lower()}"), name)
+        mods = {m: importlib.import_module(m) for m in
+                ("utils.dataloader", "common.trainer", "utils.utils", f"models.{name.lower()}")}
+        foreign = [m for m, mod in mods.items() if not str(Path(mod.__file__).resolve()).startswith(str(src))]
+        if foreign:  # MMRec's top-level package names are generic: make sure they are its own
+            raise ImportError(f"--reference {src}: {foreign} were imported from elsewhere "
+                              f"({[mods[m].__file__ for m in foreign]}); run the bench in a fresh process")
+        TrainDataLoader = mods["utils.dataloader"].TrainDataLoader
+        self._trainer = mods["common.trainer"].Trainer
+        init_seed = mods["utils.utils"].init_seed
+        cls = getattr(mods[f"models.{name.lower()}"], name)
 
         config = {**MMREC_OVERALL, **MMREC_MODEL[name], "dataset": "bench", "data_path": str(workdir) + "/"}
         (workdir / "bench").mkdir(parents=True, exist_ok=True)
