@@ -123,3 +123,27 @@ def test_apply_controls_writes_named_sets_and_skips_up_to_date(tmp_path):
     assert sorted(r.tobytes() for r in new) == sorted(r.tobytes() for r in ref2.matrices["visual"])
     with pytest.raises(Exception, match="not found"):
         apply_controls(tmp_path, [spec("shuffled", ref="nope")], seed=9)
+
+
+@pytest.mark.parametrize("kind", ["zeros", "noise_gaussian", "shuffled"])
+def test_modality_ablation_replaces_one_role_and_keeps_the_other_real(kind):
+    ref = reference(n=300)
+    c = make_control(ControlSpec(kind=kind, reference="ref", role="textual"), ref, seed=3)
+    assert c.name == f"{kind}_textual_ref"
+    np.testing.assert_array_equal(c.matrices["visual"], ref.matrices["visual"])  # untouched
+    txt = c.matrices["textual"]
+    assert txt.shape == ref.matrices["textual"].shape
+    if kind == "zeros":
+        assert not txt.any()
+    else:
+        assert not (txt == ref.matrices["textual"]).all(axis=1).any()  # no item keeps its own row
+    assert c.meta["kind"] == "ablation" and c.meta["ablated_role"] == "textual" and c.meta["replacement"] == kind
+    assert c.meta["reference"] == "ref"
+
+
+def test_ablation_spec_errors_name_what_is_wrong():
+    with pytest.raises(ValueError, match="role: visual or role: textual"):
+        ControlSpec(kind="zeros", reference="ref")
+    only_visual = FeatureSet("v", ["a", "b"], {"visual": np.ones((2, 3), np.float32)}, {"kind": "real"})
+    with pytest.raises(ValueError, match="'v' has no 'textual' matrix"):
+        make_control(ControlSpec(kind="zeros", reference="v", role="textual"), only_visual, seed=0)

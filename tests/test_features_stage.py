@@ -15,6 +15,7 @@ from mmrepr.config import params_from_dict  # noqa: E402
 from mmrepr.features.extract import run_features  # noqa: E402
 from mmrepr.features.store import list_feature_sets, load_feature_set  # noqa: E402
 from mmrepr.io import write_parquet  # noqa: E402
+from mmrepr import timings  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_features import make_items  # noqa: E402
@@ -66,22 +67,36 @@ def test_run_features_writes_sets_controls_and_reruns_from_cache(tmp_path):
     assert fs.meta["missing"]["per_role"]["visual"] == {"missing": 1, "reasons": {"no_image_path": 1}, "converted": {}}
     ext = fs.meta["extractors"]
     assert ext["textual"]["model_id"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert ext["visual"]["items_per_s"] > 0 and ext["textual"]["peak_memory_mb"] > 0
+    # measurements go to the stage record, never into the set's meta (its bytes depend on the items only)
+    assert not {"items_per_s", "peak_memory_mb", "cache", "n_encoded_now"} & (set(ext["visual"]) | set(ext["textual"]))
+    measured = timings.gather(P.run_dir, "features")
+    assert set(measured) == {ext["visual"]["extractor"], ext["textual"]["extractor"]}
+    assert all(m["encoded_now"] > 0 and m["items_per_s"] > 0 and m["peak_memory_mb"] > 0 for m in measured.values())
+    meta_bytes = (P.run_dir / "features" / "colour_minilm" / "meta.json").read_bytes()
     ctrl = load_feature_set(P.run_dir, "noise_mvn_colour_minilm")
     assert ctrl.meta["kind"] == "noise_mvn" and ctrl.meta["reference"] == "colour_minilm"
     assert (P.run_dir / "features" / "summary.csv").is_file()
-    real = summary[summary["kind"] == "real"]
-    assert (real["encoded_now"] > 0).all()
+    assert not {"items_per_s", "peak_memory_mb", "encoded_now"} & set(summary.columns)
 
     again = run_features(P, progress=False)
-    assert (again.loc[again["kind"] == "real", "encoded_now"] == 0).all(), "a rerun must not encode anything"
+    measured = timings.gather(P.run_dir, "features")
+    assert all(m["encoded_now"] == 0 and m["from_cache"] > 0 for m in measured.values()), "a rerun must not encode"
+    assert all(m["items_per_s"] is None for m in measured.values())
+    assert (P.run_dir / "features" / "colour_minilm" / "meta.json").read_bytes() == meta_bytes
     fs2 = load_feature_set(P.run_dir, "colour_minilm")
     for role in fs.matrices:
         np.testing.assert_array_equal(fs.matrices[role], fs2.matrices[role])
 
 
 def test_unknown_set_fails_before_encoding(tmp_path):
-    P = make_run(tmp_path, {"sets": ["colour", "rn50"]})
+    from mmrepr.config import ParamsError
+
+    # refused by the params schema already, naming the key and the allowed sets
+    with pytest.raises(ParamsError, match=r"features\.sets\.1.*'rn50'.*allowed"):
+        make_run(tmp_path, {"sets": ["colour", "rn50"]})
+    # and by the stage itself for params built without validation
+    P = make_run(tmp_path, {"sets": ["colour"]})
+    P = P.model_copy(update={"features": P.features.model_copy(update={"sets": ["colour", "rn50"]})})
     with pytest.raises(KeyError, match="rn50"):
         run_features(P, progress=False)
     assert list_feature_sets(P.run_dir) == []

@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
+from mmrepr import timings  # noqa: E402
 from mmrepr.config import load_params  # noqa: E402
 from mmrepr.features.store import load_feature_set  # noqa: E402
 from mmrepr.lvlm import generate as G  # noqa: E402
@@ -162,7 +163,9 @@ def test_phi3_v_has_no_offline_build(tmp_path):
 def _params(runs: Path, model_dir: Path, **lvlm):
     over = {"runs_dir": str(runs), "lvlm": {
         "models": [{"name": "tiny", "model_id": str(model_dir), "family": "qwen2_vl", "random_weights": True}],
-        "prompt": PROMPT, "chunk_size": 2, "batch_size": 2, "max_new_tokens": 6, **lvlm}}
+        "prompt": PROMPT, "chunk_size": 2, "batch_size": 2, "max_new_tokens": 6, **lvlm},
+        # the profile's train section must name sets this (renamed) model makes
+        "train": {"feature_sets": ["colour_minilm", "tiny"], "attribute_feature_sets": ["tiny__onehot"]}}
     return load_params(ROOT / "params" / "demo.yaml", overrides=over)
 
 
@@ -255,7 +258,8 @@ def test_killed_run_resumes(tmp_path, qwen):
     res = G.run_model(P, items, P.lvlm.models[0], generator=gen)
     mp.undo()
     assert calls["n"] == -100 + 2  # chunks 2 and 3 only: one batch each (i6 / i7; noimg, gone fail on load)
-    assert res.summary["timing_last_call"]["chunks_resumed"] == 2
+    assert res.timing["chunks_resumed"] == 2 and "timing_last_call" not in res.summary
+    assert timings.gather(P.run_dir, "lvlm")["tiny"]["chunks_resumed"] == 2  # the stage record's source
     pd.testing.assert_frame_equal(res.answers, ref.answers)
     np.testing.assert_array_equal(res.embedding.matrices["visual"], ref.embedding.matrices["visual"])
 
@@ -266,7 +270,7 @@ def test_killed_run_resumes(tmp_path, qwen):
         res2 = G.run_model(P2, items, P2.lvlm.models[0], generator=gen)
     finally:
         gen.position = "answer_eos"
-    assert res2.summary["timing_last_call"]["chunks_resumed"] == 0
+    assert res2.timing["chunks_resumed"] == 0
     assert not np.allclose(res2.embedding.matrices["visual"], res.embedding.matrices["visual"])
 
 

@@ -66,7 +66,8 @@ def test_missing_files(tmp_path):
     with pytest.raises(ParamsError, match=r"data\.mirror_dir.*not found"):
         load_params(p)
     p = write(tmp_path, "profile: x\ndata:\n  source: allrecipes\n  k_core: 0\n"
-                        "lvlm:\n  source: recorded\n  recorded: [{name: a, path: allrecipes/lvlm/absent.csv}]\n")
+                        "lvlm:\n  source: recorded\n  prompt: '[A] {x}'\n"
+                        "  recorded: [{name: a, path: allrecipes/lvlm/absent.csv}]\n")
     if (ROOT.parent / "shared" / "data").is_dir():
         with pytest.raises(ParamsError, match=r"lvlm\.recorded\.0\.path.*absent\.csv"):
             load_params(p)

@@ -70,6 +70,29 @@ def test_index_links_stages_manifest_tables_and_figures(report):
     assert "fx — LATTICE: <span class='verdict'>no evidence of content use</span>" in page
 
 
+TIMINGS_SECTION = re.compile(r'<section id="timings">.*?</section>', re.S)
+
+
+def test_index_keeps_run_bookkeeping_in_its_timings_section(report, tmp_path):
+    """Times, durations and the manifest dump sit in one section; the rest of the page depends
+    on the results only (tests/test_identical_runs.py strips that section)."""
+    P, index = report
+    first = index.read_text()
+    other = tmp_path / "copy"
+    shutil.copytree(P.run_dir, other / P.run_dir.name)
+    P2 = P.model_copy(update={"runs_dir": other})
+    assert P2.run_dir == other / P.run_dir.name
+    update_manifest(P2.run_dir / "manifest.json", started="2099-01-01T00:00:00+00:00",
+                    stages={"data": {"status": "ran", "seconds": 98.76, "finished": "2099-01-01T00:01:00+00:00",
+                                     "timings": {"chunk": {"items_per_s": 12.5}}}})
+    (P2.run_dir / "notebooks" / "01_data_prep.ipynb").touch()
+    second = build_report(P2).read_text()
+    assert len(TIMINGS_SECTION.findall(second)) == 1
+    assert "98.76" in TIMINGS_SECTION.search(second).group() and "98.76" not in TIMINGS_SECTION.sub("", second)
+    assert "2099-01-01T00:01:00" in second and "report built" in TIMINGS_SECTION.search(second).group()
+    assert TIMINGS_SECTION.sub("", first) == TIMINGS_SECTION.sub("", second)
+
+
 def test_report_renders_what_exists(tmp_path):
     P = F.params(tmp_path)
     index = build_report(P)  # nothing has run yet

@@ -33,21 +33,25 @@ def test_ray_gives_the_inprocess_results_and_resumes_without_retraining(tmp_path
     pytest.importorskip("ray")
     import ray
 
-    local = _params(tmp_path / "a")
+    # A pruned grid (3 points -> rung of 2 epochs -> 1 survivor at 4) and a second seed that
+    # retrains the selected configurations: promotions and retrains must not depend on the executor.
+    pruned = dict(grid=dict(lr=[0.01, 0.05, 0.1], factors=[8], reg=[0.01]), seeds=[123, 124],
+                  pruning=dict(kind="successive_halving", eta=2, min_epochs=2))
+    local = _params(tmp_path / "a", **pruned)
     make_toy_run(local.run_dir)
     ref = search.run_search(local, progress=False, raise_errors=True)
-    remote = _params(tmp_path / "b", executor="ray", ray=dict(num_workers=2))
+    remote = _params(tmp_path / "b", executor="ray", ray=dict(num_workers=2), **pruned)
     make_toy_run(remote.run_dir)
-    # A run killed after the grid: only VBPR's cells are finished.
+    # A run killed after the grid: only VBPR's cells are finished (3 + 1 with seed 123, 1 with 124).
     part = search.run_search(remote, progress=False, raise_errors=True, models=["VBPR"])
-    assert part.executor == "ray" and part.trained == 2
+    assert part.executor == "ray" and part.trained == 5
     stamps = {p.name: p.stat().st_mtime_ns for p in (remote.run_dir / "train" / "cells").glob("*.json")}
     try:
         full = search.run_search(remote, progress=False, raise_errors=True)
     finally:
         if ray.is_initialized():
             ray.shutdown()
-    assert full.trained == len(ref.cells) - 2  # the finished cells were not retrained
+    assert full.trained == len(ref.cells) - 5  # the finished cells were not retrained
     for name, t in stamps.items():
         assert (remote.run_dir / "train" / "cells" / name).stat().st_mtime_ns == t, name
     assert [c.key for c in full.cells] == [c.key for c in ref.cells]  # the same TPE trials
@@ -56,6 +60,9 @@ def test_ray_gives_the_inprocess_results_and_resumes_without_retraining(tmp_path
     pd.testing.assert_frame_equal(_sorted(a), _sorted(b))
     assert (local.run_dir / "train" / "results.parquet").read_bytes() == \
         (remote.run_dir / "train" / "results.parquet").read_bytes()
+    sa, sb = (pd.read_csv(p.run_dir / "train" / "cells_summary.csv") for p in (local, remote))
+    cols = ["key", "best_val", "rung", "pruned", "final", "phase", "selected"]
+    pd.testing.assert_frame_equal(sa[cols], sb[cols])
 
 
 def test_a_registered_toy_model_runs_through_search_results_and_report(tmp_path):

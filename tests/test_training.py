@@ -69,6 +69,40 @@ def test_outputs_follow_the_contract(searched):
     assert unk.loc["test", "rows_excluded"] == 2 and unk.loc["val", "rows_excluded"] == 1
 
 
+def test_stage4_refuses_a_threshold_above_every_rating(tmp_path):
+    """Stage 4 checks the threshold against the ratings it loaded, naming the file and key."""
+    from mmrepr.data.checks import RatingThresholdError
+
+    P = _params(tmp_path, rating_threshold=6.0)
+    make_toy_run(P.run_dir)
+    with pytest.raises(RatingThresholdError) as err:
+        search.prepare(P)
+    msg = str(err.value)
+    assert "interactions.parquet" in msg and "'train.rating_threshold' = 6.0" in msg and "(1 to 5)" in msg
+    assert not (P.run_dir / "train" / "unknowns.csv").exists()  # refused before anything is written
+    search.prepare(_params(tmp_path, rating_threshold=5.0))  # the top rating is allowed
+
+
+def test_unknowns_report_counts_the_evaluators_cold_users(tmp_path, monkeypatch):
+    """unknowns.csv carries EvalSplit.n_cold_users / n_cold_evaluated for val and test."""
+    P = _params(tmp_path)
+    make_toy_run(P.run_dir)
+    real = cells.split_from_cornac
+    cold = {"val": (3, 1), "test": (4, 2)}  # Cornac drops unknown users, so make some visible
+
+    def with_cold(name, *a, **kw):
+        s = real(name, *a, **kw)
+        s.n_cold_users, s.n_cold_evaluated = cold[name]
+        return s
+
+    monkeypatch.setattr(cells, "split_from_cornac", with_cold)
+    ctx = search.prepare(P)
+    unk = pd.read_csv(P.run_dir / "train" / "unknowns.csv").set_index("split")
+    assert unk.loc[["train", "val", "test"], "users_cold"].tolist() == [0, 3, 4]
+    assert unk.loc[["train", "val", "test"], "users_cold_evaluated"].tolist() == [0, 1, 2]
+    assert ctx.unknowns["users_cold"].tolist() == [0, 3, 4]  # what notebook 04 shows
+
+
 def test_selection_is_by_validation(searched):
     P, _ = searched
     out = P.run_dir / "train"
@@ -167,7 +201,7 @@ def test_bad_feature_matrices_are_clear_errors():
 
 
 @pytest.mark.slow
-def test_notebook_04_runs_on_a_toy_run(tmp_path):
+def test_notebook_04_runs_on_a_toy_run(tmp_path, monkeypatch):
     import nbformat
     import papermill as pm
 
@@ -176,6 +210,8 @@ def test_notebook_04_runs_on_a_toy_run(tmp_path):
     make_toy_run(P.run_dir)
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "04.ipynb"
+    # ipykernel captures fd 2 into the notebook except under pytest: capture as in a real run.
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
     pm.execute_notebook(str(root / "notebooks" / "04_train.ipynb"), str(out), cwd=str(root / "notebooks"),
                         parameters=dict(params_file="toy", params=P.model_dump(mode="json")), progress_bar=False)
     outs = [o for c in nbformat.read(out, 4).cells if c.cell_type == "code" for o in c.outputs]

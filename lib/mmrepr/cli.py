@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("params", help="a profile, e.g. params/demo.yaml")
     p_run.add_argument("--stages", nargs="+", choices=STAGE_NAMES, help="only these stages")
     p_run.add_argument("--force", action="store_true", help="rerun even if up to date")
+    p_run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                       help="if another run holds this profile's run folder, wait this long (default: stop at once)")
     p_check = sub.add_parser("check", help="validate a params profile and print it")
     p_check.add_argument("params")
     p_rep = sub.add_parser("report", help="(re)build runs/<profile>/report/ from saved results")
@@ -35,9 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from mmrepr.runner import run
 
-            run(args.params, stages=args.stages, force=args.force)
+            run(args.params, stages=args.stages, force=args.force, wait=args.wait)
         elif args.command == "check":
+            from mmrepr.data.checks import check_run_data
+
             p = load_params(args.params)
+            problems = check_run_data(p)
+            if problems:
+                raise ParamsError(f"{args.params}: " + "; ".join(problems))
             print(f"{args.params}: OK (profile {p.profile}, hash {p.hash[:12]}, run dir {p.run_dir})")
         elif args.command == "export":
             from mmrepr.export import export

@@ -7,6 +7,7 @@ naming the file, the key and what is allowed.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from mmrepr.io import sha256_json
 from mmrepr.lvlm.params import LvlmParams
 from mmrepr.training.params import TrainParams
 from mmrepr.paths import project_root, shared_data_dir
+from mmrepr.validation import DuplicateKeyError, format_problems, load_yaml, reference_problems, value_problems
 
 
 class ParamsError(ValueError):
@@ -32,7 +34,7 @@ class Params(BaseModel):
 
     profile: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    seed: int = 123
+    seed: int = Field(123, ge=0)
     # Where runs/<profile>/ goes (relative to the project root).
     runs_dir: Path = Path("runs")
     data: DataParams
@@ -154,23 +156,37 @@ def load_params(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     if not path.is_file():
         raise ParamsError(f"{source}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8"), source) or {}
+    except DuplicateKeyError as exc:
+        raise ParamsError(str(exc)) from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{source}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{source}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: the top level must be a mapping of keys, got {type(raw).__name__}")
     if overrides:
         raw = _deep_merge(raw, overrides)
     params = params_from_dict(raw, source)
     check_files(params, source)
+    problems = reference_problems(params)
+    if problems:
+        raise ParamsError(format_problems(source, problems))
     return params
 
 
 def params_from_dict(raw: dict[str, Any], source: str = "<params>") -> Params:
+    """Validate ``raw`` strictly (``epochs: true`` or ``lr: "0.1"`` are refused, not coerced)."""
+    # JSON-mode strict validation: no bool -> int, no str -> number, but str -> Path is fine.
+    blob = json.dumps(raw, default=str)
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate_json(blob, strict=True)
     except ValidationError as err:
         raise ParamsError(format_validation_error(err, source)) from None
+    problems = value_problems(params)
+    if problems:
+        raise ParamsError(format_problems(source, problems))
+    return params
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

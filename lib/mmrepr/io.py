@@ -7,6 +7,7 @@ place, so a run killed at any moment never leaves a half-written file under a re
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -17,12 +18,56 @@ from typing import Any, Iterator
 import numpy as np
 
 
+class OutputError(OSError):
+    """Writing an artefact failed; the message says why (disk full, read-only, ...) and names the file."""
+
+    def __str__(self) -> str:  # the message alone (OSError would print "[Errno n] strerror: filename")
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+class InputError(ValueError):
+    """A file the user or a stage provided cannot be read; the message names the file (and line)."""
+
+
+_WRITE_REASONS = {
+    errno.ENOSPC: "the disk is full",
+    getattr(errno, "EDQUOT", -1): "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def _explain_write_error(exc: OSError, path: Path) -> OutputError:
+    reason = _WRITE_REASONS.get(exc.errno or 0)
+    if reason is None and "requested and" in str(exc) and "written" in str(exc):
+        reason = "short write: the disk is likely full"  # numpy's message for a partial write
+    free = ""
+    with contextlib.suppress(OSError):
+        import shutil
+
+        free = f"; {shutil.disk_usage(path.parent if path.parent.exists() else '/').free:,} bytes free there"
+    what = reason or (exc.strerror or type(exc).__name__)
+    out = OutputError(f"cannot write {path}: {what} ({exc}){free}")
+    out.errno, out.filename = exc.errno, str(path)  # set after: OSError(errno, msg) would prefix "[Errno n]"
+    return out
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    An ``OSError`` while writing becomes :class:`OutputError` naming ``path`` and the reason
+    (disk full, read-only file system, permission denied).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise _explain_write_error(exc, path) from exc
     os.close(fd)
     # mkstemp makes 0600 files; artefacts should get the usual permissions (umask applied).
     umask = os.umask(0)
@@ -34,6 +79,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
+    except OutputError:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        raise _explain_write_error(exc, path) from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -54,8 +105,25 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """Parse a JSON file; a truncated or malformed one raises :class:`InputError` naming file and line."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}, line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg}); "
+                         f"the file may be truncated or corrupted") from None
+
+
+def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
+    """A text file's content; bytes that are not ``encoding`` raise :class:`InputError` naming the line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InputError(f"{path}, line {line}, column {col}: not {encoding} text "
+                         f"(byte {data[exc.start:exc.start + 1]!r}: {exc.reason})") from None
 
 
 def _json_default(o: Any) -> Any:
@@ -88,6 +156,20 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
+
+
+def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """``np.savez`` with fixed zip member dates (numpy stamps the current time), so equal
+    arrays give equal bytes."""
+    import zipfile
+
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, arr in arrays.items():
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                with zf.open(info, "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.asanyarray(arr), allow_pickle=False)
 
 
 def write_csv(df, path: str | os.PathLike, **kwargs: Any) -> None:

@@ -4,19 +4,33 @@
 
 Each executed notebook goes to ``runs/<profile>/notebooks/``; each finished stage leaves
 a record in ``runs/<profile>/.stages/<stage>.json`` holding its fingerprint. A stage is
-skipped when its fingerprint is unchanged and its outputs exist. Stages write their
+skipped when its fingerprint is unchanged and its outputs exist. What a stage measures
+(seconds, items/s, peak memory: :mod:`mmrepr.timings`) goes into its record and the
+manifest, never into its outputs. Stages write their
 artefacts atomically and cache their own partial work, so a killed run started again
 resumes where it stopped.
+
+One run at a time per run folder: ``runs/<profile>/.run.lock`` (an fcntl lock, released by
+the kernel when its process dies) with ``.run.lock.json`` naming the holder (pid, host,
+start time, command). A second run stops with that name, or waits (``--wait SECONDS``).
+The run holding the lock first removes temporary files a killed run left behind.
+Executed notebooks are saved without execution timestamps, so reruns are byte-identical.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import re
+import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmrepr import __version__
+from mmrepr import __version__, timings
 from mmrepr.config import Params, load_params
 from mmrepr.io import atomic_path, read_json, sha256_file, sha256_json, sha256_tree, write_json
 from mmrepr.manifest import git_state, host_info, now, package_versions, update_manifest
@@ -28,6 +42,138 @@ log = logging.getLogger("mmrepr.runner")
 
 class StageFailed(RuntimeError):
     pass
+
+
+class RunLocked(StageFailed):
+    """Another run holds the run folder's lock."""
+
+
+LOCK_FILE = ".run.lock"
+LOCK_INFO = ".run.lock.json"
+
+
+def _lock_holder(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / LOCK_INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe(info: dict) -> str:
+    if not info:
+        return "another process (no holder information recorded)"
+    return (f"pid {info.get('pid')} on {info.get('host')}, started {info.get('started')}, "
+            f"command: {info.get('command')}")
+
+
+def _command_line() -> str:
+    argv = list(getattr(sys, "orig_argv", sys.argv))  # orig_argv keeps "-m mmrepr"
+    return " ".join([Path(argv[0]).name, *argv[1:]])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, wait: float = 0.0):
+    """Hold ``run_dir``'s lock for the ``with`` block; stop (or wait ``wait`` s) if another run holds it."""
+    from filelock import FileLock, Timeout
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / LOCK_FILE), thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = _describe(_lock_holder(run_dir))
+        if wait <= 0:
+            raise RunLocked(f"{run_dir} is in use by another run: {holder}. Wait for it to finish "
+                            f"(or pass --wait SECONDS), or use another profile.") from None
+        print(f"[mmrepr] waiting up to {wait:g}s for the run holding {run_dir}: {holder}", flush=True)
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout:
+            raise RunLocked(f"{run_dir} is still in use after waiting {wait:g}s: "
+                            f"{_describe(_lock_holder(run_dir))}") from None
+    try:
+        prev = _lock_holder(run_dir)
+        if prev:  # the kernel released its lock, so that run ended without cleaning up
+            here = prev.get("host") == socket.gethostname()
+            state = ("no longer running" if not _pid_alive(int(prev.get("pid", 0) or 0)) else "pid now reused")\
+                if here else "on another host"
+            print(f"[mmrepr] taking over the lock of a run that did not finish: {_describe(prev)} ({state})",
+                  flush=True)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": now(),
+                "command": _command_line()}
+        write_json(run_dir / LOCK_INFO, info)
+        yield
+    finally:
+        (run_dir / LOCK_INFO).unlink(missing_ok=True)
+        lock.release()
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Temporary files of a killed run (``mmrepr.io.atomic_path``'s ``.NAME.XXXX.tmp`` and
+    papermill's ``.NN_x.ipynb.XXXX.ipynb``); only called while holding the run lock."""
+    gone = []
+    for p in sorted(run_dir.rglob(".*")):
+        if not p.is_file() or p.name in (LOCK_FILE, LOCK_INFO):
+            continue
+        if p.name.endswith(".tmp") or (p.parent.name == "notebooks" and p.name.endswith(".ipynb")):
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    if gone:
+        print(f"[mmrepr] removed {len(gone)} temporary file(s) left by an interrupted run", flush=True)
+    return gone
+
+
+# Timing/host-dependent metadata papermill and nbclient write into an executed notebook.
+_CELL_META_DROP = ("execution",)
+_PAPERMILL_CELL_DROP = ("start_time", "end_time", "duration")
+_PAPERMILL_NB_DROP = ("start_time", "end_time", "duration", "input_path", "output_path")
+
+
+# tqdm's progress bars (they carry rates and elapsed times) in a stderr stream
+_PROGRESS = re.compile(r"\[\d+:\d\d(?::\d\d)?(?:<[^\]]*)?,[^\]]*(?:/s|s/[^\]]*)\]")
+# logging's asctime prefix ("2026-01-01 12:00:00,123 ")
+_LOG_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", re.MULTILINE)
+
+
+def strip_timing(nb) -> None:
+    """Make an executed notebook depend on its results only (in place): no execution
+    timestamps or temporary paths in the metadata, a fixed id for papermill's injected cell,
+    no progress bars, no log timestamps."""
+    pm_meta = nb.metadata.get("papermill", {})
+    for k in _PAPERMILL_NB_DROP:
+        pm_meta.pop(k, None)
+    for i, cell in enumerate(nb.cells):
+        for k in _CELL_META_DROP:
+            cell.metadata.pop(k, None)
+        cp = cell.metadata.get("papermill", {})
+        for k in _PAPERMILL_CELL_DROP:
+            cp.pop(k, None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell["id"] = "injected-parameters"  # papermill draws a random one
+        if cell.get("cell_type") != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                text = out.get("text", "")
+                text = "".join(text) if isinstance(text, list) else text
+                lines = [ln for ln in re.split(r"(?<=[\r\n])", text) if not _PROGRESS.search(ln)]
+                text = _LOG_TIME.sub("", "".join(lines))
+                if not text.strip():
+                    continue
+                out["text"] = text
+            kept.append(out)
+        cell["outputs"] = kept
 
 
 @dataclass
@@ -103,7 +249,12 @@ def execute_notebook(params: Params, params_file: Path, stage: Stage) -> Path:
                 f"stage {stage.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
                 f"  the executed notebook is at {failed}"
             ) from None
-        tmp_nb.replace(tmp)
+        import nbformat
+
+        nb = nbformat.read(str(tmp_nb), as_version=4)
+        strip_timing(nb)
+        nbformat.write(nb, str(tmp))
+        tmp_nb.unlink(missing_ok=True)
     return out
 
 
@@ -111,14 +262,20 @@ def run(
     params_file: str | Path,
     stages: list[str] | None = None,
     force: bool = False,
+    wait: float = 0.0,
 ) -> list[StageResult]:
     params_file = Path(params_file)
     params = load_params(params_file)
     wanted = list(stages) if stages else list(STAGE_NAMES)
     for name in wanted:
         get_stage(name)  # clear error for a typo
+    with run_lock(params.run_dir, wait=wait):
+        remove_stale_temporaries(params.run_dir)
+        return _run_locked(params, params_file, wanted, force)
+
+
+def _run_locked(params: Params, params_file: Path, wanted: list[str], force: bool) -> list[StageResult]:
     run_dir = params.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
     manifest = run_dir / "manifest.json"
     update_manifest(
         manifest,
@@ -160,6 +317,7 @@ def run(
         print(f"[mmrepr] {stage.name}: running {stage.notebook} ...", flush=True)
         t0 = time.perf_counter()
         record_path(params, stage).unlink(missing_ok=True)
+        timings.clear(run_dir, stage.name)  # the record holds what this execution measured
         out_nb = execute_notebook(params, params_file, stage)
         seconds = round(time.perf_counter() - t0, 2)
         record = {
@@ -167,6 +325,8 @@ def run(
             "finished": now(),
             "seconds": seconds,
             "notebook": str(out_nb.relative_to(run_dir)),
+            # what the stage measured (mmrepr.timings): kept out of its outputs
+            "timings": timings.gather(run_dir, stage.name),
         }
         write_json(record_path(params, stage), record)
         update_manifest(manifest, stages={stage.name: {**record, "status": "ran"}})

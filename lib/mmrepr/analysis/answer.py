@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 # How the answer names Attribute Item-kNN's reference.
@@ -36,8 +37,16 @@ def evidence(row: pd.Series) -> str:
     ci = ""
     if not (math.isnan(row["ci_low"]) or math.isnan(row["ci_high"])):
         ci = f", 95% bootstrap CI [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
+    effect = ""
+    rel, dz = row.get("rel_change", float("nan")), row.get("dz", float("nan"))
+    if isinstance(rel, float) and math.isfinite(rel):
+        effect += f", relative change {rel:+.1%}"
+    if isinstance(dz, float) and math.isfinite(dz):
+        lo, hi = row.get("dz_ci_low", float("nan")), row.get("dz_ci_high", float("nan"))
+        dci = f" [{lo:+.2f}, {hi:+.2f}]" if isinstance(lo, float) and math.isfinite(lo) and math.isfinite(hi) else ""
+        effect += f", effect size d_z = {dz:+.2f}{dci}"
     return (
-        f"{row['metric']} {row['mean_a']:.4f} vs {row['mean_b']:.4f}, difference {row['diff']:+.4f}{ci}; "
+        f"{row['metric']} {row['mean_a']:.4f} vs {row['mean_b']:.4f}, difference {row['diff']:+.4f}{ci}{effect}; "
         f"Wilcoxon signed-rank p = {_p(row['p_wilcoxon'])}, {corr}-adjusted p = {_p(row['p_wilcoxon_adj'])}; "
         f"paired t p = {_p(row['p_ttest'])}; n = {int(row['n'])} paired users"
     )
@@ -49,6 +58,42 @@ def _verb(row: pd.Series) -> str:
     if not row["significant"]:
         return "does not significantly differ from"
     return "significantly beats" if row["diff"] > 0 else "is significantly worse than"
+
+
+def _stability(content: pd.DataFrame) -> dict[str, Any]:
+    """Whether the content comparisons' decisions agree across seeds (``stable`` from
+    :func:`mmrepr.analysis.stats.seed_stability`, merged into the tests)."""
+    if content.empty or "stable" not in content:
+        return {"stable_over_seeds": None, "n_seeds": None, "stability_sentence": "Seed stability was not assessed."}
+    n_seeds = int(content["n_seeds"].max()) if content["n_seeds"].notna().any() else 0
+    st = content["stable"].dropna()
+    if n_seeds < 2 or st.empty:
+        return {"stable_over_seeds": None, "n_seeds": n_seeds,
+                "stability_sentence": f"Trained with {max(n_seeds, 1)} seed, so stability over seeds is not assessed."}
+    unstable = content[content["stable"] == False]  # noqa: E712 - NaN means "not assessable"
+    if unstable.empty:
+        return {"stable_over_seeds": True, "n_seeds": n_seeds,
+                "stability_sentence": f"Every control comparison reaches the same decision in each of the {n_seeds} "
+                "seeds tested on their own (stable)."}
+    detail = "; ".join(f"vs {r.b_fs}: {r.seed_directions}" for r in unstable.itertuples())
+    return {"stable_over_seeds": False, "n_seeds": n_seeds,
+            "stability_sentence": f"Unstable over seeds: {len(unstable)} of {len(content)} control comparisons change "
+            f"decision from one seed to another (seed:decision, + real better, - control better, 0 no significant "
+            f"difference: {detail})."}
+
+
+def _headline(ds: str, model: str, verdict: str, rec: dict[str, Any]) -> str:
+    """One sentence per model and dataset: uses content or not, and how stable that is."""
+    uses = {"uses content": "uses the content", "uses content against some controls": "uses the content against "
+            f"{rec.get('real_beats_control', 0)} of {rec.get('n_controls', 0)} controls"}.get(verdict)
+    what = uses or {"no control trained": "was not tested for content use (no control trained)",
+                    "not testable": "could not be tested for content use",
+                    "a control beats real content": "does better on a control than on real content"}.get(
+        verdict, "shows no evidence of using the content")
+    stable = rec.get("stable_over_seeds")
+    tail = ("" if stable is None else
+            f", stable over {rec['n_seeds']} seeds" if stable else f", but the decision changes across {rec['n_seeds']} seeds")
+    return f"On {ds}, {model} {what} (warm items{tail})."
 
 
 def compute_answer(tests: pd.DataFrame, summary: pd.DataFrame, primary: str, alpha: float) -> dict[str, Any]:
@@ -88,12 +133,15 @@ def compute_answer(tests: pd.DataFrame, summary: pd.DataFrame, primary: str, alp
             else:
                 verdict = "no evidence of content use"
             rec["content_verdict"] = verdict
+            rec.update(_stability(content))
             if len(content):
                 rec["sentences"].append(
                     f"So on {ds}, {model}: real content significantly beats {wins} of {len(content)} controls and "
                     f"{losses} of {len(content)} controls significantly beat it on {primary} "
                     f"(alpha = {alpha}) — verdict: {verdict}."
                 )
+                rec["sentences"].append(rec["stability_sentence"])
+            rec["headline"] = _headline(ds, model, verdict, rec)
             # Which representation wins.
             rep = td[(td["family"] == "representation") & (td["a_model"] == model)]
             s = summary[(summary["dataset"] == ds) & (summary["model"] == model)]
@@ -140,6 +188,24 @@ def compute_answer(tests: pd.DataFrame, summary: pd.DataFrame, primary: str, alp
     return {"primary_metric": primary, "alpha": alpha, "records": records}
 
 
+def add_ablation_sentences(answer: dict[str, Any], ablations: pd.DataFrame) -> None:
+    """Add each model's modality-ablation label (and its check against the planted truth) to
+    its record and headline."""
+    for rec in answer["records"]:
+        rows = ablations[(ablations["dataset"] == rec["dataset"]) & (ablations["model"] == rec["model"])]
+        for r in rows.itertuples():
+            truth = ""
+            if isinstance(r.matches_truth, (bool, np.bool_)):
+                truth = (f"; the planted weights imply '{r.expected}', so the label "
+                         f"{'matches' if r.matches_truth else 'does NOT match'} the truth")
+            rec.setdefault("ablation", []).append(dict(reference=r.reference, label=r.label,
+                                                       matches_truth=None if not truth else bool(r.matches_truth)))
+            rec["sentences"].append(f"On {rec['dataset']}, replacing one modality of {r.reference} at a time, "
+                                    f"{rec['model']} {r.label} ({r.evidence}){truth}.")
+            if rec.get("headline"):
+                rec["headline"] = rec["headline"][:-1] + f"; modality ablation on {r.reference}: {r.label}."
+
+
 def answer_markdown(answer: dict[str, Any]) -> str:
     lines = [
         f"# Computed answer ({answer['primary_metric']}, alpha = {answer['alpha']})",
@@ -147,6 +213,9 @@ def answer_markdown(answer: dict[str, Any]) -> str:
         "Every sentence below is generated from the significance table (analysis/tests.csv).",
         "",
     ]
+    heads = [rec["headline"] for rec in answer["records"] if rec.get("headline")]
+    if heads:
+        lines += ["## In one sentence per model", ""] + [f"- {h}" for h in heads] + [""]
     for rec in answer["records"]:
         head = rec["model"] + (f" on {rec['feature_set']}" if rec.get("feature_set") else "")
         verdict = rec.get("content_verdict") or rec.get("keywords_verdict", "")

@@ -27,8 +27,10 @@ def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> dict[str, Path]:
     paths = {}
     for fmt in ("png", "svg"):
         path = out_dir / f"{_safe(name)}.{fmt}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=100)
+        with atomic_path(path) as tmp, plt.rc_context({"svg.hashsalt": f"mmrepr-{_safe(name)}"}):
+            # fixed SVG ids (hashsalt) and no date/software stamps: reruns give identical bytes
+            meta = {"Date": None} if fmt == "svg" else {"Software": None}
+            fig.savefig(tmp, format=fmt, dpi=100, metadata=meta)
         paths[fmt] = path
     plt.close(fig)
     return paths
@@ -114,6 +116,78 @@ def content_use(tests: pd.DataFrame, out_dir: Path, dataset: str, metric: str) -
                  fontsize=9)
     sns.despine(fig)
     return save_figure(fig, out_dir, f"content_use_{dataset}")
+
+
+def activity_buckets(by_activity: pd.DataFrame, out_dir: Path, dataset: str, metric: str) -> dict[str, Path] | None:
+    """Real minus control per user-activity bucket, one panel per model (95% bootstrap CI)."""
+    t = by_activity[(by_activity["dataset"] == dataset) & (by_activity["metric"] == metric)]
+    if t.empty:
+        return None
+    models = sorted(t["a_model"].unique())
+    buckets = list(dict.fromkeys(t["bucket"]))  # in the order the table has them (sparse first)
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models) + 1.0, 3.2), sharey=True,
+                             squeeze=False, layout="constrained")
+    controls = sorted(t["b_fs"].unique())
+    palette = dict(zip(controls, sns.color_palette("deep", len(controls))))
+    width = 0.8 / max(len(controls), 1)
+    for ax, model in zip(axes[0], models):
+        sub = t[t["a_model"] == model]
+        for j, ctl in enumerate(controls):
+            s = sub[sub["b_fs"] == ctl].set_index("bucket").reindex(buckets)
+            x = np.arange(len(buckets)) + (j - (len(controls) - 1) / 2) * width
+            ax.bar(x, s["diff"], width=width, color=palette[ctl], alpha=0.85, label=ctl)
+            err = np.vstack([(s["diff"] - s["ci_low"]).clip(lower=0), (s["ci_high"] - s["diff"]).clip(lower=0)])
+            ok = np.isfinite(err).all(axis=0)
+            ax.errorbar(x[ok], s["diff"][ok], yerr=err[:, ok], fmt="none", ecolor="black", capsize=2, lw=0.8)
+            for xi, r in zip(x, s.itertuples()):
+                if isinstance(r.p_wilcoxon_adj, float) and np.isfinite(r.p_wilcoxon_adj):
+                    ax.annotate(stars(r.p_wilcoxon_adj), (xi, 0), xytext=(0, -10), textcoords="offset points",
+                                ha="center", fontsize=7)
+        ax.axhline(0, color="black", lw=0.8)
+        ns = sub.groupby("bucket", sort=False)["n"].max().reindex(buckets)
+        ax.set_xticks(np.arange(len(buckets)), [f"{b}\n(n={int(n) if n == n else 0})" for b, n in zip(buckets, ns)],
+                      fontsize=8)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("user's training interactions", fontsize=8)
+    axes[0, 0].set_ylabel(f"Δ test {metric}: real − control")
+    axes[0, -1].legend(fontsize=7, title="control", bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.suptitle(f"{dataset}: does content help sparse users more? (95% bootstrap CI; stars: corrected Wilcoxon)",
+                 fontsize=9)
+    sns.despine(fig)
+    return save_figure(fig, out_dir, f"activity_{dataset}")
+
+
+def ablation(tests: pd.DataFrame, feature_meta: dict[str, dict], out_dir: Path, dataset: str,
+             metric: str) -> dict[str, Path] | None:
+    """Drop from removing each modality (real minus ablated), per model, with 95% bootstrap CI."""
+    t = tests[(tests["dataset"] == dataset) & (tests["metric"] == metric) & (tests["family"] == "ablation")]
+    if t.empty:
+        return None
+    t = t.assign(role=[feature_meta.get(fs, {}).get("ablated_role", "?") for fs in t["b_fs"]],
+                 how=[feature_meta.get(fs, {}).get("replacement", "?") for fs in t["b_fs"]])
+    t = t.sort_values(["a_model", "a_fs", "role", "how"]).reset_index(drop=True)
+    labels = [f"{r.a_model}[{r.a_fs}]: {r.role} → {r.how}" for r in t.itertuples()]
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(t) + 1.5), layout="constrained")
+    colors = dict(zip(("visual", "textual"), sns.color_palette("deep", 2)))
+    y = np.arange(len(t))
+    from matplotlib.colors import to_rgba
+
+    ax.barh(y, t["diff"], color=[to_rgba(colors.get(r, "grey"), 0.9 if s else 0.35)
+                                 for r, s in zip(t["role"], t["significant"])])
+    err = np.vstack([(t["diff"] - t["ci_low"]).clip(lower=0), (t["ci_high"] - t["diff"]).clip(lower=0)])
+    ok = np.isfinite(err).all(axis=0)
+    ax.errorbar(t["diff"][ok], y[ok], xerr=err[:, ok], fmt="none", ecolor="black", capsize=2, lw=0.8)
+    span = max(float(np.nanmax(np.abs(t[["ci_low", "ci_high", "diff"]].to_numpy()))), 1e-9)
+    for yi, r in zip(y, t.itertuples()):
+        ax.text(span * 1.08, yi, stars(r.p_wilcoxon_adj), va="center", fontsize=8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlim(-span * 1.1, span * 1.4)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"Δ test {metric}: real minus one modality replaced (95% bootstrap CI; faded = not significant)")
+    ax.set_title(f"{dataset}: which modality does each model use?", fontsize=9)
+    sns.despine(fig)
+    return save_figure(fig, out_dir, f"ablation_{dataset}")
 
 
 def lvlm_quality(quality: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, metric: str,

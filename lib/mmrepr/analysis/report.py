@@ -60,7 +60,7 @@ figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; 
 .muted { color: #777; } pre { background: #f6f6f6; padding: .6em; overflow: auto; font-size: 0.8em; }
 </style>"""
 
-KEY_FIGURE_ORDER = ("content_use", "bars", "planted_vs_measured", "lvlm_quality", "keyword_distributions")
+KEY_FIGURE_ORDER = ("content_use", "ablation", "activity", "bars", "planted_vs_measured", "lvlm_quality", "keyword_distributions")
 
 
 def _e(x: Any) -> str:
@@ -116,17 +116,41 @@ def _stages_html(manifest: dict[str, Any], notebooks: list[dict[str, Any]]) -> s
         links = []
         for n, label in ((nb, "notebook"), (failed, "failed run")):
             if n and "error" not in n:
-                links.append(f'<a href="{_e(n["html"])}">{label}</a> <span class="muted">({_e(n["modified"])})</span>')
+                links.append(f'<a href="{_e(n["html"])}">{label}</a>')
             elif n:
                 links.append(f'{label}: could not render ({_e(n["error"])})')
         status = rec.get("status", "not run" if not nb else "executed")
-        secs = rec.get("seconds")
         rows.append(
             f"<tr><td>{_e(st.name)}</td><td>{_e(st.notebook)}</td><td>{_e(status)}</td>"
-            f"<td>{'' if secs is None else _e(secs)}</td><td>{' · '.join(links) or '—'}</td></tr>"
+            f"<td>{' · '.join(links) or '—'}</td></tr>"
         )
-    return ('<table class="plain"><tr><th>stage</th><th>notebook</th><th>status</th><th>seconds</th>'
+    return ('<table class="plain"><tr><th>stage</th><th>notebook</th><th>status</th>'
             "<th>rendered</th></tr>" + "".join(rows) + "</table>")
+
+
+def _timings_html(manifest: dict[str, Any], notebooks: list[dict[str, Any]]) -> str:
+    """Everything on the page that changes from run to run (times, durations, the manifest),
+    in one ``<section id="timings">`` so the rest of the page depends on the results only."""
+    by_nb = {n["name"]: n for n in notebooks}
+    rows = []
+    for st in STAGES:
+        rec = (manifest.get("stages") or {}).get(st.name, {})
+        nb = by_nb.get(st.notebook)
+        measured = rec.get("timings") or {}
+        rows.append(
+            f"<tr><td>{_e(st.name)}</td><td>{_e(rec.get('finished', ''))}</td><td>{_e(rec.get('seconds', ''))}</td>"
+            f"<td>{len(measured) or ''}</td><td>{_e(nb['modified']) if nb else ''}</td></tr>"
+        )
+    return (
+        '<section id="timings">\n<h2>Timings</h2>\n'
+        f'<p class="muted">report built {_e(dt.datetime.now().isoformat(timespec="seconds"))}; run started '
+        f'{_e(manifest.get("started", "?"))}. Per-stage measurements (items/s, peak memory, seconds per cell) are '
+        "the <code>timings</code> of each stage in the manifest.</p>"
+        '<table class="plain"><tr><th>stage</th><th>finished</th><th>seconds</th><th>measurements</th>'
+        "<th>notebook modified</th></tr>" + "".join(rows) + "</table>\n"
+        f"<details><summary>show manifest.json</summary><pre>{_e(json.dumps(manifest, indent=2, sort_keys=True))}"
+        "</pre></details>\n</section>"
+    )
 
 
 def _answer_html(answer: dict[str, Any] | None) -> str:
@@ -136,6 +160,9 @@ def _answer_html(answer: dict[str, Any] | None) -> str:
              "Every sentence is generated from the significance table.</p>"]
     if not answer.get("records"):
         parts.append("<p>No comparisons could be made.</p>")
+    heads = [rec["headline"] for rec in answer.get("records", []) if rec.get("headline")]
+    if heads:
+        parts.append('<ul class="answer verdict">' + "".join(f"<li>{_e(h)}</li>" for h in heads) + "</ul>")
     for rec in answer.get("records", []):
         head = rec["model"] + (f" on {rec['feature_set']}" if rec.get("feature_set") else "")
         verdict = rec.get("content_verdict") or rec.get("keywords_verdict", "")
@@ -210,10 +237,10 @@ def build_report(P) -> Path:
 <h1>{_e(title)}</h1>
 <p>{_e(P.description)}</p>
 <p class="muted">params hash {_e(str(manifest.get('params_hash', P.hash))[:12])} · git {_e(str(git.get('commit'))[:12])}
-{'(dirty)' if git.get('dirty') else ''} · seed {_e(P.seed)} · report built {_e(dt.datetime.now().isoformat(timespec='seconds'))}</p>
+{'(dirty)' if git.get('dirty') else ''} · seed {_e(P.seed)}</p>
 <h2>Stages</h2>
 {_stages_html(manifest, notebooks)}
-<p><a href="manifest.json">Run manifest (manifest.json)</a>: params, package versions, git commit, seeds, host, per-stage timings.</p>
+<p><a href="manifest.json">Run manifest (manifest.json)</a>: params, package versions, git commit, seeds, host, per-stage timings (<a href="#timings">below</a>).</p>
 <h2>The computed answer</h2>
 <p>{summary_line} <a href="analysis/tests.csv">All tests (CSV)</a> · <a href="analysis/answer.md">answer.md</a></p>
 {_answer_html(answer)}
@@ -222,8 +249,7 @@ def build_report(P) -> Path:
 <h2>Tables</h2>
 {''.join(table_html) or '<p class="muted">No tables yet.</p>'}
 {prob_html}
-<h2>Manifest</h2>
-<details><summary>show manifest.json</summary><pre>{_e(json.dumps(manifest, indent=2, sort_keys=True))}</pre></details>
+{_timings_html(manifest, notebooks)}
 </body></html>
 """
     out = report_dir / "index.html"

@@ -1,6 +1,9 @@
 """Stage 5 in one call: ``run_analysis(P)`` reads stage 4's results and writes
 ``runs/<profile>/analysis/``: tables (CSV + HTML), ``tests.csv`` (every paired test),
-``intervals.csv`` (per-cell bootstrap CIs), ``answer.json``/``answer.md`` (the computed
+``intervals.csv`` (per-cell bootstrap CIs), ``tests_by_seed.csv`` and ``stability.csv``
+(the content tests within each seed, and whether their verdicts agree),
+``tests_by_activity.csv`` (the content tests per user-activity bucket), ``ablation.csv``
+(which modality each model uses, checked against the planted truth on synthetic data), ``answer.json``/``answer.md`` (the computed
 answer), ``figures/`` (PNG + SVG), ``problems.json`` (input problems, counted) and
 ``index.json`` (what was written, read by the report).
 """
@@ -15,10 +18,11 @@ from typing import Any
 
 import pandas as pd
 
-from mmrepr.analysis import plots, tables
-from mmrepr.analysis.answer import answer_markdown, compute_answer
+from mmrepr import timings
+from mmrepr.analysis import ablation, activity, plots, tables
+from mmrepr.analysis.answer import add_ablation_sentences, answer_markdown, compute_answer
 from mmrepr.analysis.load import Inputs, load_inputs, load_lvlm_tables, load_truth, parse_metric, planted_weights
-from mmrepr.analysis.stats import cell_intervals, plan_comparisons, run_tests, summary_means
+from mmrepr.analysis.stats import cell_intervals, plan_comparisons, run_tests, seed_averaged, seed_stability, summary_means
 from mmrepr.io import atomic_open, write_csv, write_json
 
 log = logging.getLogger("mmrepr.analysis")
@@ -44,6 +48,12 @@ TABLE_CAPTIONS = {
     "Wilcoxon signed-rank over users, corrected p.",
     "controls": "Real features vs noise vs shuffled per multimodal model (bold = best per model); on control rows, "
     "diff = real reference minus this control, with its corrected Wilcoxon p.",
+    "ablation": "Modality ablation: the model on the real set vs the same set with one modality replaced (zeros or "
+    "noise); a modality is used when replacing it significantly hurts. On synthetic data, expected = what the planted "
+    "weights imply for a model that uses content.",
+    "activity": "Real features vs each control per bucket of users' training interactions: diff = real minus control, "
+    "rel_change = diff / control, d_z = Cohen's paired effect size with its bootstrap CI, corrected Wilcoxon p "
+    "(each bucket its own family).",
 }
 
 
@@ -64,15 +74,49 @@ def run_analysis(P, out_dir: Path | None = None) -> AnalysisResult:
     plan = plan_comparisons(inp, summary, primary)
     tests = run_tests(inp, plan, metrics, n_boot=a.bootstrap, seed=P.seed, correction=a.correction, alpha=a.alpha)
     intervals = cell_intervals(inp, metrics, n_boot=a.bootstrap, seed=P.seed)
+    # Seeds: the content tests within each seed; a verdict that changes across seeds is unstable.
+    content_plan = [c for c in plan if c.family == "content"]
+    by_seed = run_tests(inp, content_plan, metrics[:1], n_boot=0, seed=P.seed, correction=a.correction,
+                        alpha=a.alpha, per_user=inp.per_user, by="seed")
+    stability = seed_stability(by_seed)
+    if not tests.empty:
+        tests = tests.merge(stability[["dataset", "comparison", "metric", "n_seeds", "seed_directions", "stable"]],
+                            on=["dataset", "comparison", "metric"], how="left")
+    # User activity: the content tests per bucket of training interactions.
+    by_activity = pd.DataFrame()
+    if content_plan:
+        try:
+            act = activity.user_activity(run_dir)
+        except FileNotFoundError as exc:
+            inp.problems.append(f"activity slices not computed: {exc}")
+        else:
+            bucketed = activity.with_buckets(seed_averaged(inp.per_user), act, a.activity_buckets, inp.problems)
+            by_activity = run_tests(inp, content_plan, metrics[:1], n_boot=a.bootstrap, seed=P.seed,
+                                    correction=a.correction, alpha=a.alpha, per_user=bucketed, by="bucket")
+            if not by_activity.empty:
+                order = {lab: i for i, lab in enumerate(activity.bucket_labels(a.activity_buckets))}
+                by_activity = by_activity.sort_values(
+                    ["dataset", "a_model", "b_fs", "bucket"], key=lambda c: c.map(order) if c.name == "bucket" else c
+                ).reset_index(drop=True)
     missing = int(tests["missing_per_user"].sum()) if not tests.empty else 0
     if missing:
         inp.problems.append(f"{missing} comparison rows lack per-user results on one side (not tested)")
+
+    weights = planted_weights(load_truth(run_dir), P.data.synthetic.model_dump() if P.data.synthetic else None)
+    answer = compute_answer(tests, summary, primary, a.alpha)
+    verdicts = {(r["dataset"], r["model"]): r.get("content_verdict") for r in answer["records"]}
+    ablations = ablation.ablation_labels(tests, inp.feature_meta, primary, verdicts,
+                                         weights if P.data.source == "synthetic" else None)
+    write_csv(ablations, out / "ablation.csv")
+    add_ablation_sentences(answer, ablations)
 
     tbls = {
         "main": tables.main_table(summary, labels),
         "baselines": tables.baselines_table(summary, labels),
         "keywords": tables.keywords_table(summary, tests, labels, primary),
         "controls": tables.controls_table(summary, tests, labels, primary),
+        "activity": tables.activity_table(by_activity),
+        "ablation": ablations,
     }
     written: dict[str, Any] = {"tables": {}, "figures": {}}
     for name, df in tbls.items():
@@ -83,20 +127,24 @@ def run_analysis(P, out_dir: Path | None = None) -> AnalysisResult:
     write_csv(summary, out / "summary.csv")
     write_csv(tests, out / "tests.csv")
     write_csv(intervals, out / "intervals.csv")
+    write_csv(by_seed, out / "tests_by_seed.csv")
+    write_csv(stability, out / "stability.csv")
+    write_csv(by_activity, out / "tests_by_activity.csv")
 
-    answer = compute_answer(tests, summary, primary, a.alpha)
     write_json(out / "answer.json", answer)
     with atomic_open(out / "answer.md", "w", encoding="utf-8") as fh:
         fh.write(answer_markdown(answer))
 
     figs: dict[str, dict[str, Path]] = {}
     fig_dir = out / "figures"
-    weights = planted_weights(load_truth(run_dir), P.data.synthetic.model_dump() if P.data.synthetic else None)
     random_sets = {fs for fs, m in inp.feature_meta.items() if m.get("random_weights")}
     for ds in sorted(set(summary["dataset"])):
         for key, made in (
             (f"bars_{ds}", plots.grouped_bars(intervals, fig_dir, ds, labels, random_sets)),
             (f"content_use_{ds}", plots.content_use(tests, fig_dir, ds, primary) if not tests.empty else None),
+            (f"ablation_{ds}", plots.ablation(tests, inp.feature_meta, fig_dir, ds, primary)
+             if not tests.empty and (tests["family"] == "ablation").any() else None),
+            (f"activity_{ds}", plots.activity_buckets(by_activity, fig_dir, ds, primary) if not by_activity.empty else None),
             (
                 f"planted_vs_measured_{ds}",
                 plots.planted_vs_measured(weights, tests, inp, fig_dir, primary, ds)
@@ -121,9 +169,10 @@ def run_analysis(P, out_dir: Path | None = None) -> AnalysisResult:
     written.update(
         primary_metric=primary, metrics=labels, alpha=a.alpha, correction=a.correction, bootstrap=a.bootstrap,
         n_tests=int(len(tests)), n_significant=int(tests["significant"].sum()) if not tests.empty else 0,
-        n_problems=len(inp.problems), seconds=seconds,
+        n_problems=len(inp.problems),
     )
     write_json(out / "index.json", written)
-    log.info("analysis: %d tests, %d figures, %d problems in %.1fs -> %s", len(tests), len(figs), len(inp.problems),
-             seconds, out)
+    timings.record(run_dir, "analysis", "run_analysis", seconds=seconds)  # measured: not in index.json
+    log.info("analysis: %d tests, %d figures, %d problems -> %s", len(tests), len(figs), len(inp.problems), out)
+    timings.say(f"analysis: done in {seconds:.1f}s")
     return AnalysisResult(out, inp, summary, tests, intervals, tbls, answer, figs, seconds)

@@ -56,8 +56,38 @@ def bootstrap_ci(x: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> 
     return (float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
+def _dz(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Cohen's d_z of paired differences: mean / sd (ddof 1) along ``axis``."""
+    sd = x.std(axis=axis, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sd > 0, x.mean(axis=axis) / sd, np.nan)
+
+
+def dz_ci(d: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of Cohen's d_z over users (seeded); NaNs when undefined
+    (fewer than 3 users, or no spread in the differences)."""
+    d = np.asarray(d, dtype=float)
+    if n_boot <= 0 or d.size < 3 or np.all(d == d[0]):
+        return (float("nan"), float("nan"))
+    res = stats.bootstrap(
+        (d,),
+        _dz,
+        n_resamples=n_boot,
+        confidence_level=level,
+        method="percentile",
+        vectorized=True,
+        batch=max(1, min(n_boot, 20_000_000 // max(d.size, 1))),
+        rng=np.random.default_rng(seed),
+    )
+    return (float(res.confidence_interval.low), float(res.confidence_interval.high))
+
+
 def paired_test(a: pd.Series, b: pd.Series, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Compare two per-user series indexed by user id (a minus b)."""
+    """Compare two per-user series indexed by user id (a minus b).
+
+    Effect sizes beside the p-values: ``dz`` (Cohen's d_z, mean difference over its sd) with
+    a bootstrap interval (``dz_ci_low``/``dz_ci_high``), the matched-pairs rank-biserial, and
+    ``rel_change`` = (mean a - mean b) / mean b (NaN when mean b is 0)."""
     joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
     out: dict = {
         "n": int(len(joined)),
@@ -68,6 +98,7 @@ def paired_test(a: pd.Series, b: pd.Series, n_boot: int = 1000, seed: int = 0) -
     out["mean_a"] = float(joined["a"].mean()) if len(joined) else float("nan")
     out["mean_b"] = float(joined["b"].mean()) if len(joined) else float("nan")
     out["diff"] = float(d.mean()) if d.size else float("nan")
+    out["rel_change"] = out["diff"] / out["mean_b"] if d.size and out["mean_b"] != 0 else float("nan")
     nonzero = d[d != 0]
     out["n_nonzero"] = int(nonzero.size)
     nan = float("nan")
@@ -91,12 +122,14 @@ def paired_test(a: pd.Series, b: pd.Series, n_boot: int = 1000, seed: int = 0) -
             total = ranks.sum()
             out["rank_biserial"] = float((ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()) / total)
     out["ci_low"], out["ci_high"] = bootstrap_ci(d, n_boot, seed)
+    out["dz_ci_low"], out["dz_ci_high"] = dz_ci(d, n_boot, seed + 1)
     return out
 
 
 def seed_averaged(per_user: pd.DataFrame) -> pd.DataFrame:
-    """One value per dataset/model/feature_set/user/metric/k: the mean over seeds."""
-    return per_user.groupby(["dataset", "model", "feature_set", "metric", "k", "user"], as_index=False)["value"].mean()
+    """One value per user and cell (and any extra column such as a slice): the mean over seeds."""
+    keys = [c for c in per_user.columns if c not in ("seed", "value")]
+    return per_user.groupby(keys, as_index=False, sort=False)["value"].mean()
 
 
 def summary_means(best: pd.DataFrame, metrics: list[MetricSpec]) -> pd.DataFrame:
@@ -117,6 +150,7 @@ def plan_comparisons(inp: Inputs, summary: pd.DataFrame, primary: str) -> list[C
 
     * content: each multimodal model on a control (noise/shuffled) vs on its reference
       feature set (or every real set when the reference was not trained);
+    * ablation: each multimodal model on a real set vs on that set with one modality replaced;
     * representation: each multimodal model's best real set (primary metric) vs its other real sets;
     * keywords: each keyword model (needs attributes) on each attribute set vs its most
       preferred trained reference on interactions (``Inputs.keyword_references``);
@@ -138,6 +172,10 @@ def plan_comparisons(inp: Inputs, summary: pd.DataFrame, primary: str) -> list[C
                 refs = [ref] if ref in real else real
                 for r in refs:
                     plan.append(Comparison(str(dataset), "content", model, r, model, c))
+            # Modality ablations: the real set against the same set with one modality replaced.
+            for c in (fs for fs in sets if inp.kind(fs) == "ablation"):
+                if inp.reference(c) in real:
+                    plan.append(Comparison(str(dataset), "ablation", model, inp.reference(c), model, c))
             if real:
                 top = max(real, key=lambda fs: (np.nan_to_num(score[(model, fs)], nan=-np.inf), fs))
                 best_real[model] = top
@@ -167,28 +205,43 @@ def run_tests(
     seed: int,
     correction: str = "holm",
     alpha: float = 0.05,
+    per_user: pd.DataFrame | None = None,
+    by: str | None = None,
 ) -> pd.DataFrame:
-    """One row per comparison and metric; adjusted p-values and the decision."""
-    avg = seed_averaged(inp.per_user)
-    series = {
-        key: grp.set_index("user")["value"]
-        for key, grp in avg.groupby(["dataset", "model", "feature_set", "metric", "k"], sort=False)
-    }
+    """One row per comparison and metric (and level of ``by``); adjusted p-values and the decision.
+
+    ``per_user`` is the frame to test (default: ``inp.per_user`` averaged over seeds). With
+    ``by`` (a column of it: ``seed``, an activity bucket, a slice), each comparison is tested
+    within every level, and each level is its own family for the correction, like a dataset.
+    """
+    avg = seed_averaged(inp.per_user) if per_user is None else per_user
+    keys = ["dataset", "model", "feature_set", "metric", "k"] + ([by] if by else [])
+    series = {key: grp.set_index("user")["value"] for key, grp in avg.groupby(keys, sort=False)}
+    levels = sorted(avg[by].dropna().unique().tolist()) if by else [None]
     rows = []
     empty = pd.Series(dtype=float)
-    for i, cmp in enumerate(tqdm(plan, desc="paired tests", disable=len(plan) < 20)):
+    n_total = len(plan) * len(levels)
+    for i, (cmp, level) in enumerate(tqdm([(c, lv) for c in plan for lv in levels], desc="paired tests",
+                                          disable=n_total < 20)):
+        extra = (level,) if by else ()
         for j, m in enumerate(metrics):
-            a = series.get((cmp.dataset, cmp.a_model, cmp.a_fs, m.metric, m.k), empty)
-            b = series.get((cmp.dataset, cmp.b_model, cmp.b_fs, m.metric, m.k), empty)
+            a = series.get((cmp.dataset, cmp.a_model, cmp.a_fs, m.metric, m.k, *extra), empty)
+            b = series.get((cmp.dataset, cmp.b_model, cmp.b_fs, m.metric, m.k, *extra), empty)
+            if by and a.empty and b.empty:
+                continue  # neither side has users at this level
             res = paired_test(a, b, n_boot=n_boot, seed=seed + 1000 * i + j)
             res["missing_per_user"] = bool(a.empty or b.empty)
-            rows.append({**asdict(cmp), "comparison": cmp.label, "metric": m.label, **res})
+            row = {**asdict(cmp), "comparison": cmp.label, "metric": m.label}
+            if by:
+                row[by] = level
+            rows.append({**row, **res})
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    family = ["dataset", "metric"] + ([by] if by else [])
     for col in ("p_wilcoxon", "p_ttest"):
         df[f"{col}_adj"] = np.nan
-        for _, idx in df.groupby(["dataset", "metric"]).groups.items():
+        for _, idx in df.groupby(family).groups.items():
             p = df.loc[idx, col]
             ok = p.notna()
             if not ok.any():
@@ -204,6 +257,25 @@ def run_tests(
     )
     df["correction"] = correction
     return df
+
+
+def seed_stability(by_seed: pd.DataFrame) -> pd.DataFrame:
+    """Per comparison and metric, from tests run within each seed (``run_tests(..., by="seed")``):
+    the decision in every seed and whether they agree. A verdict that changes from one seed
+    to another is ``stable == False``; with one seed, ``stable`` is NaN (not assessable)."""
+    cols = ["dataset", "family", "a_model", "a_fs", "b_model", "b_fs", "comparison", "metric", "n_seeds",
+            "seed_directions", "stable"]
+    if by_seed.empty or "seed" not in by_seed:
+        return pd.DataFrame(columns=cols)
+    short = {"a better": "+", "b better": "-", "no significant difference": "0"}
+    rows = []
+    keys = ["dataset", "family", "a_model", "a_fs", "b_model", "b_fs", "comparison", "metric"]
+    for key, g in by_seed.sort_values("seed").groupby(keys, sort=True):
+        dirs = [short[d] for d in g["direction"]]
+        rows.append({**dict(zip(keys, key)), "n_seeds": len(g),
+                     "seed_directions": " ".join(f"{int(s)}:{d}" for s, d in zip(g["seed"], dirs)),
+                     "stable": (len(set(dirs)) == 1) if len(g) > 1 else np.nan})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def cell_intervals(inp: Inputs, metrics: list[MetricSpec], n_boot: int, seed: int) -> pd.DataFrame:

@@ -7,6 +7,8 @@ the same thing in data: ties are all marked.
 
 from __future__ import annotations
 
+import hashlib
+
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +48,7 @@ _FRONT = ["dataset", "family", "model", "feature_set", "kind"]
 
 def _order(df: pd.DataFrame, metrics: list[str], extra: list[str] = ()) -> pd.DataFrame:
     fam = {"baseline": 0, "multimodal": 1}
-    kind = {"none": 0, "real": 1, **{k: 2 + i for i, k in enumerate(CONTROL_KINDS)}}
+    kind = {"none": 0, "real": 1, **{k: 2 + i for i, k in enumerate(CONTROL_KINDS)}, "ablation": 2 + len(CONTROL_KINDS)}
     df = df.assign(_f=df["family"].map(fam), _k=df["kind"].map(kind).fillna(9))
     df = df.sort_values(["dataset", "_f", "model", "_k", "feature_set"]).drop(columns=["_f", "_k"])
     cols = [c for c in _FRONT if c in df] + list(extra) + [c for m in metrics for c in (m, f"{m} sd") if c in df]
@@ -111,7 +113,8 @@ def styled_html(df: pd.DataFrame, metrics: list[str], caption: str) -> str:
     floats = [c for c in shown.columns if pd.api.types.is_float_dtype(shown[c])]
     fmt = {c: ("{:.3g}" if c.startswith("p_") else "{:.4f}") for c in floats}
     styler = (
-        shown.style.apply(bold, subset=[m for m in metrics if m in shown])
+        # a fixed uuid (pandas draws a random one) so the HTML is identical between runs
+        shown.style.set_uuid(hashlib.sha256(caption.encode()).hexdigest()[:8]).apply(bold, subset=[m for m in metrics if m in shown])
         .format(fmt, na_rep="")
         .hide(axis="index")
         .set_caption(caption)
@@ -127,6 +130,18 @@ def write_table(df: pd.DataFrame, out_dir: Path, name: str, metrics: list[str], 
     with atomic_open(html, "w", encoding="utf-8") as fh:
         fh.write(styled_html(df, metrics, caption))
     return {"csv": csv, "html": html}
+
+
+def activity_table(by_activity: pd.DataFrame) -> pd.DataFrame:
+    """The content tests per user-activity bucket, one row per model, real/control pair and bucket."""
+    if by_activity.empty:
+        return pd.DataFrame()
+    cols = {"dataset": "dataset", "a_model": "model", "a_fs": "real", "b_fs": "control", "bucket": "users' train interactions",
+            "n": "n users", "mean_a": "real mean", "mean_b": "control mean", "diff": "diff", "rel_change": "rel_change",
+            "dz": "d_z", "dz_ci_low": "d_z CI low", "dz_ci_high": "d_z CI high", "p_wilcoxon_adj": "p_wilcoxon_adj",
+            "significant": "significant"}
+    t = by_activity[[c for c in cols if c in by_activity]].rename(columns=cols)
+    return t.reset_index(drop=True)
 
 
 def real_vs_controls(best: pd.DataFrame, pairs: dict[str, list[str]], metric: str = "Recall", k: int = 20) -> pd.DataFrame:

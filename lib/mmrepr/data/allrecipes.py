@@ -21,23 +21,30 @@ class AllrecipesFormatError(ValueError):
 
 
 def read_split_file(path: Path, split: str) -> pd.DataFrame:
+    import io
+
+    from mmrepr.io import InputError, read_text
+
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            line = line.rstrip("\n\r")
-            if not line:
-                continue
-            parts = line.split("\t")
-            if len(parts) != 3:
-                raise AllrecipesFormatError(f"{path}:{lineno}: expected 3 tab-separated fields, got {len(parts)}: {line[:80]!r}")
-            user, item, rating = parts
-            try:
-                r = float(rating)
-            except ValueError:
-                raise AllrecipesFormatError(f"{path}:{lineno}: rating {rating!r} is not a number") from None
-            if not 1 <= r <= 5:
-                raise AllrecipesFormatError(f"{path}:{lineno}: rating {r} outside 1..5")
-            rows.append((user.strip(), item.strip(), r))
+    try:
+        text = read_text(path)
+    except InputError as exc:
+        raise AllrecipesFormatError(str(exc)) from None
+    for lineno, line in enumerate(io.StringIO(text), start=1):  # the same line breaks as open()
+        line = line.rstrip("\n\r")
+        if not line:
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise AllrecipesFormatError(f"{path}:{lineno}: expected 3 tab-separated fields, got {len(parts)}: {line[:80]!r}")
+        user, item, rating = parts
+        try:
+            r = float(rating)
+        except ValueError:
+            raise AllrecipesFormatError(f"{path}:{lineno}: rating {rating!r} is not a number") from None
+        if not 1 <= r <= 5:
+            raise AllrecipesFormatError(f"{path}:{lineno}: rating {r} outside 1..5")
+        rows.append((user.strip(), item.strip(), r))
     df = pd.DataFrame(rows, columns=["user", "item", "rating"])
     df["rating"] = df["rating"].astype(np.float32)
     df["timestamp"] = np.int64(0)

@@ -432,9 +432,17 @@ def _image_ext(url: str) -> str:
 def _readable_image(path: Path) -> str | None:
     from PIL import Image, UnidentifiedImageError
 
+    import warnings
+
     try:
-        with Image.open(path) as im:
-            im.verify()
+        with warnings.catch_warnings():
+            # past PIL's pixel limit (MAX_IMAGE_PIXELS; 2x raises DecompressionBombError): an
+            # unreadable image like any other, recorded, not a crash of stage 1
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.verify()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return f"image too large: {str(exc)[:100]}"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return f"{type(exc).__name__}: {str(exc)[:80]}"
     return None

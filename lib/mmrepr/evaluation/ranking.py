@@ -55,6 +55,10 @@ class EvalSplit:
     threshold: float
     n_skipped_no_relevant: int = 0
     info: dict = field(default_factory=dict)
+    # Target-split users with no training interaction (cold: unknown to the model). They stay
+    # in the evaluation when they have a relevant item; counted so a report can say so.
+    n_cold_users: int = 0
+    n_cold_evaluated: int = 0
 
 
 def _fit_shape(m: sp.spmatrix, n_users: int, n_items: int) -> sp.csr_matrix:
@@ -116,6 +120,9 @@ def build_split(
     target_users = np.unique(target.nonzero()[0])
     n_rel = np.diff(pos_target.indptr)
     users = np.flatnonzero(n_rel > 0).astype(np.int64)
+    cold = np.diff(train.indptr) == 0  # no training interaction at all
+    n_cold = int(cold[target_users].sum())
+    n_cold_eval = int(cold[users].sum())
     return EvalSplit(
         name=name,
         n_items=n_items,
@@ -124,7 +131,10 @@ def build_split(
         mask=masked,
         threshold=float(threshold),
         n_skipped_no_relevant=int(len(target_users) - len(users)),
-        info={"target_users": int(len(target_users)), "mask": mask},
+        info={"target_users": int(len(target_users)), "mask": mask, "cold_users": n_cold,
+              "cold_users_evaluated": n_cold_eval},
+        n_cold_users=n_cold,
+        n_cold_evaluated=n_cold_eval,
     )
 
 

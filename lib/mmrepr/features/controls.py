@@ -9,6 +9,9 @@
 - ``shuffled``: the reference's real rows, assigned to the wrong items by a seeded
   derangement (no item keeps its own row). One permutation for all roles, so an item's
   visual and textual rows still come from one (other) item.
+- a *modality ablation* (``role`` set): only that role is replaced (by zeros, noise or
+  shuffled rows); the other roles keep the reference's real rows. Its meta has
+  ``kind: ablation``, ``ablated_role`` and ``replacement``.
 
 Stage 3 calls the same functions for controls whose reference is an LVLM embedding.
 """
@@ -31,7 +34,9 @@ CONTROL_VERSION = 1
 
 
 def control_name(spec: ControlSpec) -> str:
-    return spec.name or f"{spec.kind}_{spec.reference}"
+    if spec.name:
+        return spec.name
+    return f"{spec.kind}_{spec.role}_{spec.reference}" if spec.role else f"{spec.kind}_{spec.reference}"
 
 
 def gaussian_noise(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -83,13 +88,20 @@ def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
 def make_control(spec: ControlSpec, reference: FeatureSet, seed: int) -> FeatureSet:
     """The control set ``spec`` for ``reference`` (same item ids and roles), seeded."""
     name = control_name(spec)
+    if spec.role is not None and spec.role not in reference.matrices:
+        raise ValueError(f"control {name}: feature set {reference.name!r} has no {spec.role!r} matrix to ablate "
+                         f"(roles: {sorted(reference.matrices)})")
     matrices: dict[str, np.ndarray] = {}
     perm = None
     if spec.kind == "shuffled":
         perm = derangement(len(reference.item_ids), np.random.default_rng(stable_seed(seed, name, "perm")))
     for role, m in reference.matrices.items():
         rng = np.random.default_rng(stable_seed(seed, name, role))
-        if spec.kind == "noise_gaussian":
+        if spec.role is not None and role != spec.role:
+            matrices[role] = np.asarray(m, dtype=np.float32)  # the roles not ablated stay real
+        elif spec.kind == "zeros":
+            matrices[role] = np.zeros(m.shape, dtype=np.float32)
+        elif spec.kind == "noise_gaussian":
             matrices[role] = gaussian_noise(m.shape, rng)
         elif spec.kind == "noise_mvn":
             matrices[role] = mvn_noise(m, m.shape[0], rng)
@@ -98,7 +110,7 @@ def make_control(spec: ControlSpec, reference: FeatureSet, seed: int) -> Feature
         else:  # pragma: no cover -- ControlSpec validates kind
             raise ValueError(f"unknown control kind {spec.kind!r}")
     meta = {
-        "kind": spec.kind,
+        "kind": "ablation" if spec.role else spec.kind,
         "reference": spec.reference,
         # noise carries no model; mvn/shuffled inherit what the reference's numbers came from
         "random_weights": False if spec.kind == "noise_gaussian" else reference.random_weights,
@@ -108,6 +120,9 @@ def make_control(spec: ControlSpec, reference: FeatureSet, seed: int) -> Feature
         "control_version": CONTROL_VERSION,
         "spec": spec.model_dump(mode="json"),
     }
+    if spec.role:
+        meta.update(ablated_role=spec.role, replacement=spec.kind,
+                    random_weights=reference.random_weights)
     return FeatureSet(name, list(reference.item_ids), matrices, meta)
 
 

@@ -3,13 +3,15 @@
 Cache layout (under ``runs/<profile>/features/_cache/``)::
 
     <extractor>/<identity hash>/identity.json         what decides the output
-    <extractor>/<identity hash>/chunk-<hash>.npz      keys, vectors, ok flags, notes, timing
+    <extractor>/<identity hash>/chunk-<hash>.npz      keys, vectors, ok flags, notes
     tokenizers/<extractor>-<kind>-<vocab>.json         locally trained tokenizers (offline)
 
 Vectors are addressed by the item's *content* (hash of image bytes / description), so a
 rerun loads everything and encodes nothing, a killed run keeps every finished chunk, and a
 changed item is encoded alone. Unreadable images are cached too (with their reason), so
-they are not retried on every run.
+they are not retried on every run. What encoding measured (items/s, peak memory) goes to
+the stage record (:mod:`mmrepr.timings`, one file per extractor), not into the cache or the
+feature sets, whose bytes depend on the items only.
 
 Missing content (no image, unreadable image, empty description) follows
 ``features.missing_policy``: ``zeros`` (a zero row), ``mean`` (the mean of the role's
@@ -41,7 +43,8 @@ from mmrepr.features.encoders import Encoder, build_encoder
 from mmrepr.features.params import FeaturesParams
 from mmrepr.features.registry import feature_set_roles, get_extractor
 from mmrepr.features.store import FeatureSet, features_dir, save_feature_set
-from mmrepr.io import atomic_path, sha256_json, write_csv, write_json
+from mmrepr import timings
+from mmrepr.io import save_npz, sha256_json, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -74,36 +77,25 @@ class ChunkCache:
     def chunk_files(self) -> list[Path]:
         return sorted(self.folder.glob("chunk-*.npz"))
 
-    def load(self) -> tuple[dict[str, tuple[np.ndarray | None, str]], list[dict[str, float]]]:
-        """Every cached key -> (vector or None if unreadable, note); and per-chunk timing."""
+    def load(self) -> dict[str, tuple[np.ndarray | None, str]]:
+        """Every cached key -> (vector or None if unreadable, note)."""
         found: dict[str, tuple[np.ndarray | None, str]] = {}
-        stats = []
         for f in self.chunk_files():
             try:
                 with np.load(f, allow_pickle=False) as z:
                     keys, vecs, ok, notes = z["keys"], z["vectors"], z["ok"], z["notes"]
-                    stats.append({"n": int(len(keys)), "seconds": float(z["seconds"]), "peak_mb": float(z["peak_mb"])})
             except Exception as exc:  # noqa: BLE001 -- a damaged chunk is re-encoded, not fatal
                 log.warning("ignoring unreadable cache chunk %s (%s); its items are encoded again", f, exc)
                 continue
             for k, v, o, n in zip(keys.tolist(), vecs, ok.tolist(), notes.tolist()):
                 found[k] = (v if o else None, n)
-        return found, stats
+        return found
 
-    def write(self, keys: list[str], vectors: np.ndarray, ok: list[bool], notes: list[str], seconds: float, peak_mb: float) -> Path:
+    def write(self, keys: list[str], vectors: np.ndarray, ok: list[bool], notes: list[str]) -> Path:
         name = "chunk-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:20] + ".npz"
         path = self.folder / name
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(
-                    fh,
-                    keys=np.array(keys, dtype=str),
-                    vectors=np.ascontiguousarray(vectors, dtype=np.float32),
-                    ok=np.array(ok, dtype=bool),
-                    notes=np.array(notes, dtype=str),
-                    seconds=np.float64(seconds),
-                    peak_mb=np.float64(peak_mb),
-                )
+        save_npz(path, keys=np.array(keys, dtype=str), vectors=np.ascontiguousarray(vectors, dtype=np.float32),
+                 ok=np.array(ok, dtype=bool), notes=np.array(notes, dtype=str))
         return path
 
 
@@ -118,6 +110,8 @@ class RoleResult:
     n_encoded: int  # distinct contents encoded in this call
     n_cached: int  # distinct contents read from the cache
     info: dict[str, Any] = field(default_factory=dict)
+    # measured while encoding (items/s, peak memory): for the stage record, never the set's meta
+    timing: dict[str, Any] = field(default_factory=dict)
 
 
 def _batches(seq: list, size: int) -> list[list]:
@@ -145,7 +139,8 @@ def encode_items(
     spec = encoder.spec
     identity = encoder.identity()
     cache = ChunkCache(Path(cache_dir) / spec.name / sha256_json(identity)[:16], identity)
-    found, stats = cache.load()
+    found = cache.load()
+    stats: list[dict[str, float]] = []
     n_cached = len({k for k in keys if k in found})
 
     todo: dict[str, str] = {}
@@ -166,7 +161,7 @@ def encode_items(
                 ck, cv, cok, cnotes = _encode_chunk(encoder, chunk, batch_size, pool, num_workers, bar)
                 seconds = time.perf_counter() - t0
                 peak = peak_memory_mb(encoder.device)
-                cache.write(ck, cv, cok, cnotes, seconds, max(peak.values()))
+                cache.write(ck, cv, cok, cnotes)
                 stats.append({"n": len(ck), "seconds": seconds, "peak_mb": max(peak.values())})
                 for k, v, o, n in zip(ck, cv, cok, cnotes):
                     found[k] = (v if o else None, n)
@@ -205,16 +200,15 @@ def encode_items(
     total_n = sum(s["n"] for s in stats)
     total_s = sum(s["seconds"] for s in stats)
     info = encoder.info()
-    info.update(
-        dim=int(dim),
-        cache=str(cache.folder),
+    # no cache path or cache counts here: they would make the set's meta depend on the run
+    info.update(dim=int(dim), batch_size=batch_size, num_workers=num_workers)
+    timing = dict(
+        encoded_now=int(total_n), from_cache=int(n_cached), seconds=round(total_s, 3),
         items_per_s=round(total_n / total_s, 2) if total_s > 0 else None,
-        encoded_contents_total=int(total_n),
         peak_memory_mb=max((s["peak_mb"] for s in stats), default=None),
-        batch_size=batch_size,
-        num_workers=num_workers,
+        device=encoder.device, batch_size=batch_size, num_workers=num_workers,
     )
-    return RoleResult(spec.name, matrix, valid, dict(missing), dict(notes), len(todo_items), n_cached, info)
+    return RoleResult(spec.name, matrix, valid, dict(missing), dict(notes), len(todo_items), n_cached, info, timing)
 
 
 def _encode_chunk(encoder: Encoder, chunk, batch_size, pool, num_workers, bar):
@@ -331,6 +325,10 @@ class Extraction:
         log.info(
             "%s: %d distinct contents encoded, %d from cache, missing %s", extractor, res.n_encoded, res.n_cached, res.missing
         )
+        timings.record(self.run_dir, "features", extractor, **res.timing)
+        if res.timing["items_per_s"] is not None:
+            timings.say(f"features: {extractor} encoded {res.n_encoded} contents at {res.timing['items_per_s']} items/s, "
+                        f"peak memory {res.timing['peak_memory_mb']} MB")
         self._roles[extractor] = res
         return res
 
@@ -356,7 +354,7 @@ def assemble(name: str, item_ids: list[str], results: dict[str, RoleResult], pol
         elif policy == "drop":
             keep &= res.valid
         matrices[role] = m
-        extractors[role] = {**res.info, "n_encoded_now": res.n_encoded, "n_from_cache": res.n_cached}
+        extractors[role] = dict(res.info)
         missing_report["per_role"][role] = {"missing": n_missing, "reasons": res.missing, "converted": res.notes}
     dropped = [iid for iid, k in zip(item_ids, keep) if not k]
     if policy == "drop":
@@ -398,9 +396,6 @@ def feature_summary(fs: FeatureSet) -> list[dict[str, Any]]:
                 "row_norm_mean": float(norms.mean()),
                 "zero_rows": int((norms == 0).sum()),
                 "missing": miss.get("missing"),
-                "items_per_s": ext.get("items_per_s"),
-                "peak_memory_mb": ext.get("peak_memory_mb"),
-                "encoded_now": ext.get("n_encoded_now"),
             }
         )
     return rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
@@ -12,11 +12,22 @@ class Strict(BaseModel):
 
 
 class ControlSpec(Strict):
-    """A control feature set: noise with a reference set's shape/moments, or its rows shuffled."""
+    """A control feature set: noise with a reference set's shape/moments, or its rows shuffled.
 
-    kind: Literal["noise_gaussian", "noise_mvn", "shuffled"]
+    With ``role`` (``visual`` or ``textual``) it is a *modality ablation*: only that role is
+    replaced (``zeros``, or noise/shuffled as above) and the other roles keep the reference's
+    real rows, so a model's drop tells which modality it uses."""
+
+    kind: Literal["noise_gaussian", "noise_mvn", "shuffled", "zeros"]
     reference: str  # name of the feature set it mimics
-    name: str | None = None  # defaults to f"{kind}_{reference}"
+    role: Literal["visual", "textual"] | None = None
+    name: str | None = None  # defaults to f"{kind}_{reference}", or f"{kind}_{role}_{reference}"
+
+    @model_validator(mode="after")
+    def _zeros_need_a_role(self) -> "ControlSpec":
+        if self.kind == "zeros" and self.role is None:
+            raise ValueError("kind 'zeros' replaces one modality: give role: visual or role: textual")
+        return self
 
 
 class FeaturesParams(Strict):

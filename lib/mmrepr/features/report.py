@@ -17,7 +17,7 @@ ATTRIBUTES = ("colour", "pattern", "category", "material", "brand", "shape")
 
 
 SETS_COLUMNS = ["set", "role", "kind", "reference", "RANDOM WEIGHTS", "extractor", "model_id", "layer / pooling",
-                "shape", "mean", "std", "missing", "items/s", "peak MB", "device/dtype"]
+                "shape", "mean", "std", "missing", "device/dtype"]
 
 
 def sets_table(run_dir: Path) -> pd.DataFrame:
@@ -45,8 +45,6 @@ def sets_table(run_dir: Path) -> pd.DataFrame:
                     "mean": round(float(m.mean()), 4),
                     "std": round(float(m.std()), 4),
                     "missing": miss.get("missing"),
-                    "items/s": ext.get("items_per_s"),
-                    "peak MB": ext.get("peak_memory_mb"),
                     "device/dtype": f"{ext.get('device')}/{ext.get('dtype')}" if ext else None,
                 }
             )

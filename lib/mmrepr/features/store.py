@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mmrepr.io import read_json, save_npy, write_json
+from mmrepr.io import InputError, read_json, read_text, save_npy, write_json
 
 ROLES = ("visual", "textual", "attributes")
 
@@ -104,7 +104,35 @@ def load_feature_set(run_dir: Path, name: str) -> FeatureSet:
     if not (folder / "meta.json").is_file():
         known = ", ".join(list_feature_sets(run_dir)) or "(none)"
         raise FeatureSetError(f"feature set {name!r} not found (or incomplete) in {folder.parent}; known: {known}")
-    meta = read_json(folder / "meta.json")
-    item_ids = (folder / "items.txt").read_text(encoding="utf-8").splitlines()
-    matrices = {role: np.load(folder / spec["file"], allow_pickle=False) for role, spec in meta["roles"].items()}
-    return FeatureSet(name, item_ids, matrices, meta)
+    meta_path = folder / "meta.json"
+    try:
+        meta = read_json(meta_path)
+        item_ids = read_text(folder / "items.txt").splitlines()
+    except (InputError, OSError) as exc:
+        raise FeatureSetError(f"feature set {name!r}: {exc}") from None
+    roles = meta.get("roles") if isinstance(meta, dict) else None
+    if not isinstance(roles, dict) or not roles or not all(isinstance(v, dict) and "file" in v for v in roles.values()):
+        raise FeatureSetError(
+            f"{meta_path}: no valid 'roles' (expected {{role: {{'file': '<role>.npy', 'dim': d}}}} with roles from "
+            f"{ROLES}); rerun the stage that made feature set {name!r}"
+        )
+    matrices = {role: _load_matrix(folder / spec["file"], name) for role, spec in roles.items()}
+    try:
+        return FeatureSet(name, item_ids, matrices, meta)
+    except FeatureSetError as exc:
+        raise FeatureSetError(f"{folder}: {exc}") from None
+
+
+def _load_matrix(path: Path, name: str) -> np.ndarray:
+    """``np.load`` that names the file when it is missing, truncated or not a float matrix."""
+    try:
+        m = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FeatureSetError(f"{path}: missing file of feature set {name!r}") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise FeatureSetError(
+            f"{path}: not a readable .npy matrix ({exc}); the file may be truncated: rerun the stage that made "
+            f"feature set {name!r}") from None
+    if m.dtype.kind not in "fiub":
+        raise FeatureSetError(f"{path}: dtype {m.dtype} is not numeric")
+    return m

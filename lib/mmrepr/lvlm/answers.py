@@ -9,6 +9,7 @@ silently.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import re
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mmrepr.io import write_csv
+from mmrepr.io import InputError, read_text, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,36 @@ _IMAGE_EXT = re.compile(r"\.(?:jpe?g|png|webp|gif|bmp)$", re.IGNORECASE)
 
 class AnswersError(ValueError):
     pass
+
+
+_ROW_START = re.compile(r'^\s*"?([^",\s]+)"?\s*,')
+
+
+def _id_shape(asin: str) -> tuple:
+    """Coarse shape of an item id (all digits? its length) to spot a row swallowed by a quote."""
+    return (asin.isdigit(), len(asin))
+
+
+def _records(path: Path, text: str):
+    """``(first line, last line, fields)`` of each CSV record; a quoting or size error names the line."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            hint = ""
+            if "field larger than field limit" in str(exc):
+                hint = (f": one answer is longer than {csv.field_size_limit():,} characters "
+                        f"(a quote never closed, or a corrupted file?)")
+            elif "unexpected end of data" in str(exc) or "EOF" in str(exc):
+                hint = ": a quoted field is never closed before the end of the file"
+            elif "expected after" in str(exc):
+                hint = ": a quote inside a field, or an unterminated quote that runs into later rows"
+            raise AnswersError(f"{path}, line {start}: malformed CSV ({exc}){hint}") from None
+        yield start, reader.line_num, row
 
 
 @dataclass
@@ -57,39 +88,55 @@ def read_answers(path: str | Path) -> tuple[pd.DataFrame, AnswersReport]:
     path = Path(path)
     if not path.is_file():
         raise AnswersError(f"{path}: answers file not found")
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise AnswersError(f"{path}: empty file (no header line)") from None
-        if len(header) < 2 or not _match_column(header[0], ID_COLUMNS) or not _match_column(header[1], TEXT_COLUMNS):
-            raise AnswersError(
-                f"{path}: header {header!r} not recognised; the first column must be one of {ID_COLUMNS}, "
-                f"the second one of {TEXT_COLUMNS}"
-            )
-        rep = AnswersReport(path=str(path), columns=header[:2])
-        norm_header = [h.strip().lower() for h in header[:2]]
-        ids: list[str] = []
-        texts: list[str] = []
-        for lineno, row in enumerate(reader, start=2):
-            if not row or all(not c.strip() for c in row):
-                continue  # blank line between concatenated files
-            rep.rows_read += 1
-            if [c.strip().lower() for c in row[:2]] == norm_header:
-                rep.repeated_headers += 1
-                continue
-            if len(row) < 2:
-                raise AnswersError(f"{path}, line {lineno}: expected 2 columns, got {len(row)}: {row!r}")
-            # A third+ field can only come from an unquoted comma in the answer: keep it in the text.
-            asin, text = row[0].strip(), ",".join(row[1:])
-            if not asin:
-                raise AnswersError(f"{path}, line {lineno}: empty item id")
-            if _IMAGE_EXT.search(asin):
-                asin = _IMAGE_EXT.sub("", asin)
-                rep.image_ext_stripped += 1
-            ids.append(asin)
-            texts.append(text)
+    try:
+        text = read_text(path)
+    except InputError as exc:
+        raise AnswersError(str(exc)) from None
+    records = _records(path, text)
+    try:
+        _, _, header = next(records)
+    except StopIteration:
+        raise AnswersError(f"{path}: empty file (no header line)") from None
+    if len(header) < 2 or not _match_column(header[0], ID_COLUMNS) or not _match_column(header[1], TEXT_COLUMNS):
+        raise AnswersError(
+            f"{path}: header {header!r} not recognised; the first column must be one of {ID_COLUMNS}, "
+            f"the second one of {TEXT_COLUMNS}"
+        )
+    rep = AnswersReport(path=str(path), columns=header[:2])
+    norm_header = [h.strip().lower() for h in header[:2]]
+    ids: list[str] = []
+    texts: list[str] = []
+    shapes: set[tuple] = set()
+    for lineno, last, row in records:
+        if not row or all(not c.strip() for c in row):
+            continue  # blank line between concatenated files
+        if last > lineno and len(row) >= 2:
+            # A quoted answer over several lines is legal, but one whose inner lines start like
+            # records ("<id>,") is an unterminated quote swallowing the rows after it.
+            for inner in (",".join(row[1:]).split("\n")[1:]):
+                m = _ROW_START.match(inner)
+                known = shapes | {_id_shape(_IMAGE_EXT.sub("", row[0].strip()))}
+                if m and _id_shape(_IMAGE_EXT.sub("", m.group(1))) in known:
+                    raise AnswersError(
+                        f"{path}, line {lineno}: the answer of {row[0].strip()!r} runs over lines {lineno}-{last} "
+                        f"and contains what looks like another row ({inner[:60]!r}): an unterminated quote? "
+                        f"Fix the quoting; rows are not merged silently")
+        rep.rows_read += 1
+        if [c.strip().lower() for c in row[:2]] == norm_header:
+            rep.repeated_headers += 1
+            continue
+        if len(row) < 2:
+            raise AnswersError(f"{path}, line {lineno}: expected 2 columns, got {len(row)}: {row!r}")
+        # A third+ field can only come from an unquoted comma in the answer: keep it in the text.
+        asin, text = row[0].strip(), ",".join(row[1:])
+        if not asin:
+            raise AnswersError(f"{path}, line {lineno}: empty item id")
+        if _IMAGE_EXT.search(asin):
+            asin = _IMAGE_EXT.sub("", asin)
+            rep.image_ext_stripped += 1
+        ids.append(asin)
+        shapes.add(_id_shape(asin))
+        texts.append(text)
     df = pd.DataFrame({"asin": pd.Series(ids, dtype=str), "result": pd.Series(texts, dtype=str)})
     empty = df["result"].str.strip() == ""
     rep.empty_results = int(empty.sum())

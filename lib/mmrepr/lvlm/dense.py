@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmrepr.io import atomic_path
+from mmrepr.io import save_npz
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,7 @@ class EncodingCache:
             return
         keys = np.array(list(self._vecs), dtype="U40")
         vecs = np.stack(list(self._vecs.values())).astype(np.float32) if self._vecs else np.zeros((0, 0), np.float32)
-        with atomic_path(self.path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, keys=keys, vectors=vecs)
+        save_npz(self.path, keys=keys, vectors=vecs)
 
 
 def fitb_text(row: pd.Series, labels: list[str]) -> str | None:

@@ -39,6 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from mmrepr import timings
 from mmrepr.features.store import FeatureSet, save_feature_set
 from mmrepr.io import read_json, read_parquet, save_npy, sha256_json, write_csv, write_json, write_parquet
 from mmrepr.lvlm.families import (
@@ -73,6 +74,8 @@ class GenerationResult:
     failures_csv: Path | None = None
     random_weights: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
+    # measured by this call (items/s, tokens/s, resumed chunks): in the stage record, not the outputs
+    timing: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------
@@ -487,7 +490,7 @@ def run_model(P, items_df: pd.DataFrame, spec, *, device: str | None = None, dty
         "device": str(generator.device), "dtype": str(generator.model.dtype),
         "attention": getattr(generator.model.config, "_attn_implementation", None),
         "prompt_sha256": fingerprint["prompt_sha256"], "answers_csv": str(out_csv),
-        "failures_csv": str(failures_csv), "timing_last_call": timing,
+        "failures_csv": str(failures_csv),
         "note": "failed items (see failures_csv) have no answer row and no embedding row",
     }
     if random_weights:
@@ -506,7 +509,11 @@ def run_model(P, items_df: pd.DataFrame, spec, *, device: str | None = None, dty
     fs = FeatureSet(spec.name, ok["asin"].astype(str).tolist(), {"visual": emb}, meta)
     save_feature_set(P.run_dir, fs)
     log.info("%s: %d answers, %d failures, embedding %s", label, len(ok), len(failed), emb.shape)
-    return GenerationResult(spec.name, answers, out_csv, fs, failed, failures_csv, random_weights, summary)
+    timings.record(P.run_dir, "lvlm", spec.name, **timing)
+    if timing["items_per_s"]:
+        timings.say(f"lvlm: {label} generated {timing['items_run']} items at {timing['items_per_s']:.2f} items/s, "
+                    f"{timing['tokens_per_s'] or 0:.1f} tokens/s")
+    return GenerationResult(spec.name, answers, out_csv, fs, failed, failures_csv, random_weights, summary, timing)
 
 
 @contextlib.contextmanager

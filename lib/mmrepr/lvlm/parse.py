@@ -238,12 +238,21 @@ class FitbParser:
                 stretches = [(None, [(x, True) for x in parts])]
                 notes.append("positional_list")
         pending: list[tuple[str, bool]] = []
+        seen_labels: set[int] = set()
         for k, (start, vals) in enumerate(stretches):
             cursor = 0 if start is None else start
             nxt = next((s for s, _ in stretches[k + 1:] if s is not None and s > cursor), 5)
             if start is None and n_labels:
                 nxt = min(labelled)  # before the first label: only the slots before it
             open_slots = [i for i in range(cursor, nxt) if raw[i] is None]
+            if start is not None:
+                if start in seen_labels:
+                    # A repeated label keeps its own slot (first value wins): its value must not
+                    # flow into the next free slot ("[Category] {Mug}, [Category] {Mug}" → no Color).
+                    if vals:
+                        notes.append("repeated_label")
+                    open_slots = [start] if raw[start] is None else []
+                seen_labels.add(start)
             if start is not None and not vals and pending and raw[start] is None:
                 # "French toast [Dish Type] [Cuisine] [French] …": the value came before its label.
                 vals = pending[-1:]

@@ -37,7 +37,7 @@ from mmrepr.io import write_csv, write_json, write_parquet
 from mmrepr.lvlm.answers import read_answers, resolve_recorded, write_answers
 from mmrepr.lvlm.dense import EncodingCache, build_dense, dense_texts, encoder_info
 from mmrepr.lvlm.keywords import OneHot, build_onehot, lemmatizer_info
-from mmrepr.lvlm.parse import COMPLETE, labels_from_prompt, parse_answers, parse_report
+from mmrepr.lvlm.parse import COMPLETE, ParseError, labels_from_prompt, parse_answers, parse_report
 from mmrepr.lvlm import quality
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,10 @@ def run_stage(P, items=None, show_progress: bool = True) -> StageSummary:
         raise StageError("the dataset has no items")
     sources = collect_answers(P, items_df)
     needs_labels = any(s.style == "fitb" for s in sources)
-    labels = labels_from_prompt(P.lvlm.prompt) if needs_labels else []
+    try:  # the empty-prompt check is lvlm.parse.require_prompt's
+        labels = labels_from_prompt(P.lvlm.prompt) if needs_labels else []
+    except ParseError as exc:
+        raise StageError(str(exc)) from None
     summary = StageSummary(out, labels)
     kwp = P.lvlm.keywords
     kw_cache = EncodingCache(cache_dir / "keywords.npz", kwp.encoder)

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mmrepr import timings
+from mmrepr.data.checks import check_rating_threshold
 from mmrepr.evaluation.ranking import EvalSplit, evaluate, split_from_cornac
 from mmrepr.features.store import load_feature_set
 from mmrepr.io import read_json, sha256_json, write_csv, write_json, write_parquet
@@ -70,6 +72,9 @@ def prepare(P, triples: SplitTriples | None = None, feature_loader=None) -> Cont
         ds = load_dataset(P.run_dir)
         triples = SplitTriples.from_interactions(ds.interactions, str(ds.root / "interactions.parquet"))
     T = P.train
+    # a threshold above every rating would make no interaction relevant: refuse it, naming the file
+    check_rating_threshold(T.rating_threshold, [r for split in (triples.train, triples.val, triples.test)
+                                                for _, _, r in split], triples.source or "the interactions")
     method = build_method(triples, T.rating_threshold, P.seed)
     mask = getattr(T, "mask_train", "positives")
     val = split_from_cornac("val", method.train_set, method.val_set, [], T.rating_threshold, mask=mask)
@@ -83,6 +88,9 @@ def prepare(P, triples: SplitTriples | None = None, feature_loader=None) -> Cont
     unk = unknown_report(triples)
     unk["evaluated_users"] = [len(uid), len(val.users), len(test.users)]
     unk["users_no_relevant"] = [0, val.n_skipped_no_relevant, test.n_skipped_no_relevant]
+    # the evaluator's count of target users with no training interaction (cold), and of those evaluated
+    unk["users_cold"] = [0, val.n_cold_users, test.n_cold_users]
+    unk["users_cold_evaluated"] = [0, val.n_cold_evaluated, test.n_cold_evaluated]
     write_csv(unk, out_dir / "unknowns.csv")
     loader = feature_loader or (lambda name: load_feature_set(P.run_dir, name))
     return Context(P.profile, Path(P.run_dir), out_dir, T, method, val, test, user_ids, unk, feature_loader=loader,
@@ -153,12 +161,20 @@ def cell_fingerprint(ctx: Context, cell: Cell) -> str:
     split's content, the training code and the content of its feature set. A saved cell
     is reused only when all of them match, so changed data, features or code retrain."""
     T = ctx.train
+    # Bookkeeping (rung, pruned, phase) stays out: the same training in another role is reused.
+    settings = dict(model=cell.model, feature_set=cell.feature_set, config_id=cell.config_id, params=cell.params,
+                    seed=cell.seed)
     return sha256_json(
-        dict(cell=cell.__dict__, epochs=T.epochs, eval_every=T.eval_every, patience=T.early_stop_patience,
+        dict(cell=settings, epochs=cell_epochs(T, cell), eval_every=T.eval_every, patience=T.early_stop_patience,
              batch_size=T.batch_size, cutoffs=sorted(set(T.cutoffs)), threshold=T.rating_threshold,
              selection=T.selection_metric, mask=getattr(T, "mask_train", "positives"), inputs=ctx.inputs_hash,
              features=_feature_hash(ctx, cell.feature_set) if cell.feature_set else "")
     )
+
+
+def cell_epochs(train, cell: Cell) -> int:
+    """The cell's epoch budget: its pruning rung's, else ``train.epochs``."""
+    return train.epochs if cell.epochs is None else int(cell.epochs)
 
 
 def cell_paths(ctx: Context, cell: Cell) -> tuple[Path, Path, Path]:
@@ -217,37 +233,48 @@ def run_cell(ctx: Context, cell: Cell) -> dict:
     chunk = getattr(T, "eval_chunk_size", 1024)
     info = _attach(ctx, cell.model, cell.feature_set)
     spec = registry.get_spec(cell.model)
-    model = registry.build_model(cell.model, cell.params, seed=cell.seed, n_epochs=T.epochs, batch_size=T.batch_size)
+    n_epochs = cell_epochs(T, cell)
+    model = registry.build_model(cell.model, cell.params, seed=cell.seed, n_epochs=n_epochs, batch_size=T.batch_size)
 
     def val_eval(m):
         r = evaluate(lambda u: adapters.score_users(m, u, spec), ctx.val_split, cutoffs, chunk)
         return r.mean(sel.metric, sel.k), {key: r.mean(*key) for key in r.values}
 
     t0 = time.perf_counter()
-    elog = adapters.train_epochwise(model, ctx.method.train_set, ctx.method.val_set, val_eval, T.epochs,
+    elog = adapters.train_epochwise(model, ctx.method.train_set, ctx.method.val_set, val_eval, n_epochs,
                                     T.eval_every, T.early_stop_patience, spec=spec)
     fit_s = time.perf_counter() - t0
-    test = evaluate(lambda u: adapters.score_users(model, u, spec), ctx.test_split, cutoffs, chunk)
+    # An intermediate pruning rung only ranks configurations on validation: no test evaluation.
+    test = evaluate(lambda u: adapters.score_users(model, u, spec), ctx.test_split, cutoffs, chunk) \
+        if cell.final else None
     params_s = json.dumps(cell.params, sort_keys=True)
     base = dict(dataset=ctx.dataset, model=cell.model, feature_set=cell.feature_set, config_id=cell.config_id,
                 params=params_s, seed=cell.seed)
     rows = [dict(base, split="val", epoch=ep, metric=m, k=k, value=v) for ep, vals in elog.evaluations
             for (m, k), v in vals.items()]
-    rows += [dict(base, split="test", epoch=elog.best_epoch, metric=m, k=k, value=test.mean(m, k))
-             for (m, k) in test.values]
+    if test is not None:
+        rows += [dict(base, split="test", epoch=elog.best_epoch, metric=m, k=k, value=test.mean(m, k))
+                 for (m, k) in test.values]
     meta_p, rows_p, users_p = cell_paths(ctx, cell)
     write_parquet(pd.DataFrame(rows, columns=RESULT_COLUMNS), rows_p)
-    pu = test.per_user_frame()
-    pu["user"] = ctx.user_ids[pu["user"].to_numpy()].astype(str)
-    write_parquet(pu[PER_USER_COLUMNS], users_p)
+    if test is not None:
+        pu = test.per_user_frame()
+        pu["user"] = ctx.user_ids[pu["user"].to_numpy()].astype(str)
+        pu = pu[PER_USER_COLUMNS]
+    else:
+        pu = pd.DataFrame(columns=PER_USER_COLUMNS)
+    write_parquet(pu, users_p)
     meta = dict(
         key=cell.key, model=cell.model, feature_set=cell.feature_set, config_id=cell.config_id, params=cell.params,
         seed=cell.seed, fingerprint=cell_fingerprint(ctx, cell), best_epoch=elog.best_epoch,
         best_val=elog.best_value, selection_metric=T.selection_metric, stopped_early=elog.stopped_early,
-        epochs_evaluated=[e for e, _ in elog.evaluations], fit_seconds=round(fit_s, 3),
-        test_tie_fallback_users=test.n_tie_fallback, diverged=bool(getattr(model, "diverged", False)), **info,
+        epochs_evaluated=[e for e, _ in elog.evaluations], epoch_budget=n_epochs,
+        test_tie_fallback_users=test.n_tie_fallback if test is not None else 0,
+        diverged=bool(getattr(model, "diverged", False)), **info,
     )
     write_json(meta_p, meta)  # last: marks the cell done
+    # measured, so kept out of the cell's outputs: one timing file per cell (safe for Ray workers)
+    timings.record(ctx.run_dir, "train", cell.key, fit_seconds=round(fit_s, 3))
     return meta
 
 

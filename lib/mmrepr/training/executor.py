@@ -70,11 +70,25 @@ class RayExecutor:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
                 log.info("Ray: joined the cluster at %s", address)
             else:
-                ray.init(num_cpus=R.num_workers or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
-                log.info("Ray: local, %s workers", R.num_workers or os.cpu_count())
+                self._start_local(ray, R.num_workers or os.cpu_count())
             self._started = True
         self._task = ray.remote(num_cpus=self.cpus, max_retries=0)(_ray_cell)
+
+    @staticmethod
+    def _start_local(ray, n: int, attempts: int = 3) -> None:
+        # Ray waits a fixed 30 s for its raylet to register; on a loaded small machine that can
+        # time out. Starting again is the documented remedy; a third failure is reported.
+        for attempt in range(1, attempts + 1):
+            try:
+                ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False, configure_logging=False)
+                log.info("Ray: local, %s workers", n)
+                return
+            except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for this
+                ray.shutdown()
+                if "timed out during startup" not in str(exc) or attempt == attempts:
+                    raise RuntimeError(f"train.executor ray: a local Ray with {n} CPUs did not start "
+                                       f"({attempt} attempt(s)): {exc}") from exc
+                log.warning("Ray: local start timed out (attempt %d of %d); starting again", attempt, attempts)
 
     def run(self, cells: Iterable[Cell]) -> Iterator[Outcome]:
         import ray

@@ -29,6 +29,19 @@ class RayParams(Strict):
     threads_per_worker: int = Field(1, ge=1)
 
 
+class PruningParams(Strict):
+    """Synchronous successive halving over the grid (docs/protocol.md, "Pruned search").
+
+    Rung r trains every surviving grid point for ``min_epochs * eta**r`` epochs (while ``eta``
+    times that still fits in ``train.epochs``), keeps the best ``1/eta`` by validation value (at least one; ties
+    by grid order); the last rung trains the survivors to ``train.epochs``. ``none``: every
+    grid point trains to ``train.epochs``."""
+
+    kind: Literal["none", "successive_halving"] = "none"
+    eta: int = Field(3, ge=2)
+    min_epochs: int = Field(20, ge=1)
+
+
 class TrainParams(Strict):
     # Models by registered name (mmrepr.models.registry); None: every registered model of
     # that family (resolved when stage 4 plans its cells, so params import no model code).
@@ -45,7 +58,12 @@ class TrainParams(Strict):
     early_stop_patience: int | None = Field(None, ge=1)
     batch_size: int = Field(1024, ge=1)
     baseline_trials: int = Field(30, ge=1)
-    seeds: list[int] = Field(default_factory=lambda: [123])
+    seeds: list[int] = Field(default_factory=lambda: [123])  # non-empty, distinct: mmrepr.validation
+    # retrain_selected: the search (grid / TPE, pruned or not) runs with the first seed; the
+    # configuration it selects per (model, feature set) is retrained with every other seed.
+    # search_each: the whole search is repeated per seed (each seed selects its own).
+    seed_policy: Literal["retrain_selected", "search_each"] = "retrain_selected"
+    pruning: PruningParams = PruningParams()
     rating_threshold: float = 4.0
     cutoffs: list[int] = Field(default_factory=lambda: [20])
     selection_metric: str = Field("Recall@20", pattern=METRIC_PATTERN)

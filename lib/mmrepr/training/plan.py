@@ -5,12 +5,17 @@
 - Baselines: optuna's TPESampler (seeded per model/feature set/seed) proposes
   ``baseline_trials`` configurations over ``registry.search_space``; a model with an empty
   space runs once. Models that need attributes run once per ``train.attribute_feature_sets``.
+- Pruning (``train.pruning``, successive halving): the grid's intermediate rungs are cells
+  with a smaller epoch budget (``Cell.epochs``); only final cells (``epochs`` None: trained to
+  ``train.epochs``) compete for selection. :func:`rung_budgets`, :func:`n_promoted`.
+- Seeds (``train.seed_policy``): ``retrain_selected`` searches with the first seed and retrains
+  the selected configuration with the others; ``search_each`` searches once per seed.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,11 +31,60 @@ class Cell:
     config_id: str
     params: dict[str, Any]
     seed: int
+    # A pruning rung's epoch budget; None: ``train.epochs`` (a final cell, which may be selected).
+    epochs: int | None = None
+    # Bookkeeping only (never in the key or the fingerprint, so a cell trained in one role is
+    # reused in another): the successive-halving rung (0 without pruning), whether the search
+    # stopped this configuration here, and "search" or "retrain" (a selected config, other seed).
+    rung: int = field(default=0, compare=False)
+    pruned: bool = field(default=False, compare=False)
+    phase: str = field(default="search", compare=False)
 
     @property
     def key(self) -> str:
         fs = self.feature_set or "none"
-        return f"{self.model}__{fs}__{self.config_id}__seed{self.seed}"
+        budget = "" if self.epochs is None else f"__e{self.epochs}"
+        return f"{self.model}__{fs}__{self.config_id}__seed{self.seed}{budget}"
+
+    @property
+    def final(self) -> bool:
+        return self.epochs is None
+
+
+def rung_budgets(train) -> list[int]:
+    """Epoch budgets of successive halving's intermediate rungs: ``min_epochs * eta**r`` as long
+    as the next rung's budget (``eta`` times it) still fits in ``train.epochs``; the last rung,
+    at ``train.epochs``, is not listed ([] without pruning). 200 epochs, min 20, eta 3: [20, 60]."""
+    pr = getattr(train, "pruning", None)
+    if pr is None or pr.kind == "none":
+        return []
+    out, b = [], pr.min_epochs
+    while b * pr.eta <= train.epochs:
+        out.append(b)
+        b *= pr.eta
+    return out
+
+
+def n_promoted(n: int, eta: int) -> int:
+    """How many of ``n`` configurations a rung keeps: the best 1/eta, at least one."""
+    return max(1, n // eta)
+
+
+def rung_sizes(n_points: int, train) -> list[int]:
+    """Cells per rung for a grid of ``n_points`` (the last entry: the final rung). A group
+    with one configuration left goes straight to the final rung."""
+    sizes, n = [], n_points
+    for _ in rung_budgets(train):
+        if n <= 1:
+            break
+        sizes.append(n)
+        n = n_promoted(n, train.pruning.eta)
+    return sizes + [n]
+
+
+def rank_configs(values: list[float | None]) -> list[int]:
+    """Indices of ``values`` best first (None, a failed cell: last); ties keep list order."""
+    return sorted(range(len(values)), key=lambda i: (values[i] is None, -(values[i] or 0.0), i))
 
 
 def grid_configs(train, seed: int) -> list[tuple[str, dict]]:
@@ -61,17 +115,22 @@ def baseline_sets(train, model: str) -> list[str]:
     return list(train.attribute_feature_sets) if registry.get_spec(model).needs == "attributes" else [""]
 
 
+def search_seeds(train) -> list[int]:
+    """The seeds the search runs with (the others only retrain the selected configuration)."""
+    return list(train.seeds) if train.seed_policy == "search_each" else list(train.seeds[:1])
+
+
 def count_cells(train, seed: int, models: set[str] | None = None) -> int:
+    """How many cells the search trains or reads back (intermediate rungs included)."""
     mm, bl, _ = planned_models(train)
     grid = grid_configs(train, seed)
-    total = 0
-    for _ in train.seeds:
-        total += len([m for m in mm if models is None or m in models]) * len(train.feature_sets) * len(grid)
-        for b in bl:
-            if models is not None and b not in models:
-                continue
-            total += len(baseline_sets(train, b)) * (train.baseline_trials if registry.search_space(b) else 1)
-    return total
+    n_mm = len([m for m in mm if models is None or m in models]) * len(train.feature_sets)
+    bl_groups = [(b, len(baseline_sets(train, b))) for b in bl if models is None or b in models]
+    per_seed = n_mm * sum(rung_sizes(len(grid), train)) if grid else 0
+    per_seed += sum(n * (train.baseline_trials if registry.search_space(b) else 1) for b, n in bl_groups)
+    n_groups = (n_mm if grid else 0) + sum(n for _, n in bl_groups)
+    n_search = len(search_seeds(train))
+    return per_seed * n_search + n_groups * (len(train.seeds) - n_search)
 
 
 class TPEStudy:

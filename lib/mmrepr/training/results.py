@@ -6,13 +6,21 @@ nothing else from stage 4.
 
 | file | columns / content |
 |---|---|
-| ``results.parquet`` | :data:`RESULT_COLUMNS`, every validation epoch and the test row of every finished cell |
+| ``results.parquet`` | :data:`RESULT_COLUMNS`, every validation epoch and the test row of every finished final cell |
 | ``best.parquet`` | the same columns, the selected configuration per (model, feature set, seed): its test rows and its best validation epoch |
-| ``curves.parquet`` | :data:`CURVE_COLUMNS`, the validation rows |
-| ``cells_summary.csv`` | one row per finished cell (meta without fingerprint) and ``selected`` |
+| ``curves.parquet`` | :data:`CURVE_COLUMNS`, the validation rows (final cells) |
+| ``cells_summary.csv`` | one row per finished cell, pruning rungs included (meta without fingerprint) and :data:`SUMMARY_EXTRA` |
 | ``models.csv`` | :data:`MODEL_COLUMNS`, the declaration of every trained model (family, needs, label, keyword reference) |
 | ``failures.csv`` | cells that raised (absent when none) |
 | ``per_user/<model>__<feature set or none>__seed<seed>.parquet`` | :data:`PER_USER_COLUMNS`, test split of the selected configuration |
+
+A *final* cell trained to ``train.epochs``; an intermediate successive-halving rung's cell
+(``epochs`` set, key ending ``__e<epochs>``) only ranks configurations on validation: it is
+listed in ``cells_summary.csv`` (``final`` False, ``pruned`` True where the search stopped that
+configuration) but never selected and not in results/curves. With ``train.seed_policy:
+retrain_selected`` the seeds after the first have one final cell per (model, feature set),
+the configuration selected under the first seed (``phase`` "retrain"); every seed still has
+its rows in best.parquet and per_user/.
 
 ``feature_set`` is "" for models that need no features. Metric labels look like
 ``Recall@20``: :func:`parse_metric` is the one parser.
@@ -26,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import pandas as pd
 
 from mmrepr.io import write_csv, write_parquet
@@ -36,6 +43,10 @@ RESULT_COLUMNS = ["dataset", "model", "feature_set", "config_id", "params", "see
 CURVE_COLUMNS = ["model", "feature_set", "config_id", "seed", "epoch", "metric", "k", "value"]
 PER_USER_COLUMNS = ["user", "metric", "k", "value"]
 MODEL_COLUMNS = ["model", "family", "needs", "label", "keyword_reference"]
+# Columns cells_summary.csv adds to each cell's meta: its rung (0 without pruning), whether it
+# is final (may be selected), was pruned at that rung, search or retrain phase, converged
+# (:func:`converged`) and selected.
+SUMMARY_EXTRA = ["rung", "final", "pruned", "phase", "converged", "selected"]
 
 RESULTS_FILE = "results.parquet"
 BEST_FILE = "best.parquet"
@@ -101,6 +112,32 @@ def model_table(models: Iterable[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=MODEL_COLUMNS)
 
 
+def converged(meta: dict) -> bool:
+    """The issue's criterion: training stopped early (patience) or its best validation epoch
+    came before its last evaluation, so more epochs would not have been selected. A model
+    fitted once (a single evaluation at epoch 0) has nothing to train further: True."""
+    evaluated = list(meta.get("epochs_evaluated") or [])
+    if bool(meta.get("stopped_early")):
+        return True
+    if not evaluated or evaluated == [0]:
+        return True
+    return int(meta["best_epoch"]) < max(int(e) for e in evaluated)
+
+
+def select_keys(cells: list, metas: dict[str, dict]) -> dict[tuple[str, str, int], str]:
+    """(model, feature set, seed) -> key of the selected cell: the highest ``best_val`` among
+    the finished *final* cells (``cell.epochs`` None), the first in ``cells`` order on ties."""
+    best: dict[tuple[str, str, int], tuple[float, int, str]] = {}
+    for i, c in enumerate(cells):
+        if getattr(c, "epochs", None) is not None or c.key not in metas:
+            continue
+        v = float(metas[c.key]["best_val"])
+        g = (c.model, c.feature_set, int(c.seed))
+        if g not in best or v > best[g][0]:
+            best[g] = (v, i, c.key)
+    return {g: key for g, (_, _, key) in best.items()}
+
+
 def collect(out_dir: Path, cells: list, metas: dict[str, dict], failures: list[dict],
             cell_files: Callable[[Any], tuple[Path, Path]]) -> dict[str, pd.DataFrame]:
     """Write results/best/curves/per_user/models and a per-cell summary from the finished cells.
@@ -110,7 +147,8 @@ def collect(out_dir: Path, cells: list, metas: dict[str, dict], failures: list[d
     ``cell_files(cell) -> (rows parquet, per-user parquet)`` of a finished cell."""
     out = Path(out_dir)
     done = [c for c in cells if c.key in metas]
-    frames = [pd.read_parquet(cell_files(c)[0]) for c in done]
+    finals = [c for c in done if getattr(c, "epochs", None) is None]
+    frames = [pd.read_parquet(cell_files(c)[0]) for c in finals]
     results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
     results = results[RESULT_COLUMNS]
     write_parquet(results, out / RESULTS_FILE)
@@ -118,20 +156,17 @@ def collect(out_dir: Path, cells: list, metas: dict[str, dict], failures: list[d
     curves = results[results["split"] == "val"][CURVE_COLUMNS].reset_index(drop=True)
     write_parquet(curves, out / CURVES_FILE)
 
+    # Best configuration per (model, feature set, seed): highest best_val, first on ties.
+    best_keys = set(select_keys(cells, metas).values())
     summary = pd.DataFrame([
-        {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in metas[c.key].items()
-         if k != "fingerprint"}
+        dict({k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)
+              for k, v in metas[c.key].items() if k != "fingerprint"},
+             rung=int(getattr(c, "rung", 0)), final=getattr(c, "epochs", None) is None,
+             pruned=bool(getattr(c, "pruned", False)), phase=getattr(c, "phase", "search"),
+             converged=converged(metas[c.key]), selected=c.key in best_keys)
         for c in done
     ])
-    # Best configuration per (model, feature set, seed): highest best_val, first on ties.
-    best_rows, best_keys = [], []
-    if len(summary):
-        summary["_order"] = np.arange(len(summary))
-        for _, grp in summary.groupby(["model", "feature_set", "seed"], sort=False):
-            top = grp.sort_values(["best_val", "_order"], ascending=[False, True]).iloc[0]
-            best_keys.append(top["key"])
-        summary["selected"] = summary["key"].isin(best_keys)
-        summary = summary.drop(columns="_order")
+    best_rows = []
     write_csv(summary, out / SUMMARY_FILE)
     if len(failures):
         write_csv(pd.DataFrame(failures).drop(columns="traceback", errors="ignore"), out / FAILURES_FILE)
@@ -140,7 +175,7 @@ def collect(out_dir: Path, cells: list, metas: dict[str, dict], failures: list[d
     models = model_table(c.model for c in done)
     write_csv(models, out / MODELS_FILE)
 
-    for c in done:
+    for c in finals:
         if c.key not in best_keys:
             continue
         meta = metas[c.key]
