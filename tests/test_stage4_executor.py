@@ -136,8 +136,10 @@ def test_train_torch_threads_is_set_once_where_cells_run(monkeypatch, tmp_path):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        ex.make_executor(_params(tmp_path, torch_threads=2), ctx=None)  # in-process: this process
+        inproc = ex.make_executor(_params(tmp_path, torch_threads=2), ctx=None)  # in-process: this process
         assert torch.get_num_threads() == 2
+        inproc.close()  # later stages in this process get their setting back
+        assert torch.get_num_threads() == 1
         ex.make_executor(_params(tmp_path, torch_threads=None), ctx=None)  # None: every core it may use
         assert torch.get_num_threads() == len(os.sched_getaffinity(0))
         # a Ray task sets its worker's threads before training its cell

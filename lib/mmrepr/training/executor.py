@@ -30,17 +30,25 @@ class InProcessExecutor:
     name = "inprocess"
 
     def __init__(self, ctx: Context, raise_errors: bool = False, torch_threads: int | None = None):
+        import torch
+
         from mmrepr.models.base import set_torch_threads
 
         self.ctx, self.raise_errors = ctx, raise_errors
-        self.threads = set_torch_threads(torch_threads)  # once, for every cell of this process
+        # once, for every cell of this process; close() gives the process its setting back, so
+        # stages run after this one in the same process (a notebook, `mmrepr run`) are unaffected
+        self._threads_before = torch.get_num_threads()
+        self.threads = set_torch_threads(torch_threads)
 
     def run(self, cells: Iterable[Cell]) -> Iterator[Outcome]:
         for cell in cells:
             yield (cell, *run_cell_safely(self.ctx, cell, self.raise_errors))
 
     def close(self) -> None:
-        pass
+        import torch
+
+        if torch.get_num_threads() != self._threads_before:
+            torch.set_num_threads(self._threads_before)
 
 
 def _ray_cell(P, cell: Cell, raise_errors: bool, threads: int):
