@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 def _params(tmp_path, **train):
     base = dict(multimodal_models=["VBPR"], baselines=["MostPop", "BPR"], feature_sets=["real"],
                 attribute_feature_sets=[], grid=dict(lr=[0.01, 0.05], factors=[8], reg=[0.01]), epochs=4,
-                eval_every=2, baseline_trials=3, batch_size=128)
+                eval_every=2, baseline_trials=3, batch_size=128, torch_threads=1)
     base.update(train)
     return params_from_dict(dict(profile="toy", runs_dir=str(tmp_path), seed=5,
                                  data=dict(source="synthetic", k_core=0, synthetic=dict(n_users=10, n_items=10, interactions_per_user=3, image_size=8)), train=base))
@@ -126,3 +126,32 @@ def test_fingerprint_follows_matrices_not_bookkeeping(tmp_path):
     m["visual"][0, 0] += 1.0
     save_feature_set(P.run_dir, type(fs)(fs.name, fs.item_ids, m, fs.meta))
     assert fp() != first  # one value changed
+
+
+def test_train_torch_threads_is_set_once_where_cells_run(monkeypatch, tmp_path):
+    import os
+
+    from mmrepr.training import executor as ex
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        inproc = ex.make_executor(_params(tmp_path, torch_threads=2), ctx=None)  # in-process: this process
+        assert torch.get_num_threads() == 2
+        inproc.close()  # later stages in this process get their setting back
+        assert torch.get_num_threads() == 1
+        ex.make_executor(_params(tmp_path, torch_threads=None), ctx=None)  # None: every core it may use
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+        # a Ray task sets its worker's threads before training its cell
+        torch.set_num_threads(1)
+        monkeypatch.setattr(ex, "worker_context", lambda P: None)
+        monkeypatch.setattr(ex, "run_cell_safely", lambda ctx, cell, raise_errors: (torch.get_num_threads(), None, True))
+        assert ex._ray_cell(None, None, False, 2)[0] == 2
+        # the driver passes train.torch_threads, else the task's CPUs (ray.threads_per_worker)
+        ray = pytest.importorskip("ray")
+        monkeypatch.setattr(ray, "is_initialized", lambda: True)
+        monkeypatch.setattr(ray, "remote", lambda **kw: (lambda f: f))
+        assert ex.RayExecutor(_params(tmp_path, torch_threads=2, ray=dict(threads_per_worker=3))).threads == 2
+        assert ex.RayExecutor(_params(tmp_path, torch_threads=None, ray=dict(threads_per_worker=3))).threads == 3
+    finally:
+        torch.set_num_threads(before)

@@ -23,7 +23,7 @@ torch.set_num_threads(1)
 def _params(tmp_path, **train):
     base = dict(multimodal_models=["VBPR"], baselines=["MostPop", "BPR"], feature_sets=["real", "text_only"],
                 attribute_feature_sets=[], grid=dict(lr=[0.01, 0.05], factors=[8], reg=[0.01]), epochs=4,
-                eval_every=2, baseline_trials=2, batch_size=128)
+                eval_every=2, baseline_trials=2, batch_size=128, torch_threads=1)
     base.update(train)
     return params_from_dict(dict(
         profile="toy", runs_dir=str(tmp_path), seed=5,

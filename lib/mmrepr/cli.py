@@ -1,4 +1,4 @@
-"""Command line: ``python -m mmrepr run PARAMS [--stages ...] [--force]``."""
+"""Command line: ``python -m mmrepr run PARAMS [--stages ...] [--force]``; ``check``, ``report``, ``export``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     p_check.add_argument("params")
     p_rep = sub.add_parser("report", help="(re)build runs/<profile>/report/ from saved results")
     p_rep.add_argument("params")
+    p_exp = sub.add_parser("export", help="write a profile's split (+ a feature set) for MMRec or Elliot")
+    p_exp.add_argument("--format", required=True, choices=["mmrec", "elliot"])
+    p_exp.add_argument("--params", required=True)
+    p_exp.add_argument("--feature-set", default=None, help="a feature set of runs/<profile>/features/")
+    p_exp.add_argument("--out", required=True, help="folder; the dataset goes to OUT/<profile>/")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -41,12 +46,17 @@ def main(argv: list[str] | None = None) -> int:
             if problems:
                 raise ParamsError(f"{args.params}: " + "; ".join(problems))
             print(f"{args.params}: OK (profile {p.profile}, hash {p.hash[:12]}, run dir {p.run_dir})")
+        elif args.command == "export":
+            from mmrepr.export import export
+
+            p = load_params(args.params)
+            print(export(args.format, p.run_dir, args.out, p.profile, args.feature_set))
         elif args.command == "report":
             from mmrepr.analysis.report import build_report
 
             p = load_params(args.params)
             print(build_report(p))
-    except (ParamsError, StageFailed) as exc:
+    except (ParamsError, StageFailed, ValueError) as exc:  # ExportError/FeatureSetError are ValueErrors
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,4 +1,4 @@
-"""``python -m mmrepr.bench {extract,lvlm,eval,train} ...`` — each prints numbers and writes JSON."""
+"""``python -m mmrepr.bench {extract,lvlm,eval,train,fidelity,speed} ...`` — each prints numbers and writes JSON."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ COMMANDS = {
     "lvlm": ("mmrepr.bench.lvlm", "batched LVLM generation vs one item at a time"),
     "eval": ("mmrepr.bench.evaluate", "the fast evaluator vs Cornac's ranking evaluation"),
     "train": ("mmrepr.bench.train", "stage 4's wall time in-process vs on a local Ray"),
+    "fidelity": ("mmrepr.bench.fidelity", "VBPR, LATTICE, FREEDOM, BM3, LightGCN vs the MMRec reference (issue #11)"),
+    "speed": ("mmrepr.bench.speed", "s/epoch per model; with --reference, interleaved with MMRec's own code"),
 }
 
 

@@ -15,9 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmrepr.models.base import EmbeddingRecommender, multimodal_features
-from mmrepr.models.graphs import FixedSparse, scipy_to_torch, sym_norm_adjacency
-from mmrepr.models.lightgcn import propagate_mean
+from mmrepr.models.base import EmbeddingRecommender, multimodal_features, rows
+from mmrepr.models.graphs import FixedSparse, propagate_mean_split, scipy_to_torch, sym_norm_adjacency
 from mmrepr.models.spec import ModelSpec, embedding_build
 
 
@@ -71,20 +70,22 @@ class BM3(EmbeddingRecommender):
         self.adj = FixedSparse(scipy_to_torch(sym_norm_adjacency(self._train_csr), dev), symmetric=True)
 
     def _forward(self):
-        out = propagate_mean(self.adj, torch.cat([self.net.user, self.net.item]), self.n_layers)
-        return out[: self.num_users], out[self.num_users :] + self.net.item
+        ue, ie = propagate_mean_split(self.adj, self.net.user, self.net.item, self.n_layers)
+        return ue, ie + self.net.item
 
     def _batch_loss(self, batch):
         users, items = batch
         u_ori, i_ori = self._forward()
         pred = self.net.predictor
         with torch.no_grad():  # target network: detached, perturbed by dropout
-            u_target = F.dropout(u_ori[users], self.dropout)
-            i_target = F.dropout(i_ori[items], self.dropout)
-        u_online, i_online = pred(u_ori[users]), pred(i_ori[items])
+            u_target = F.dropout(rows(u_ori, users), self.dropout)
+            i_target = F.dropout(rows(i_ori, items), self.dropout)
+        u_online, i_online = pred(rows(u_ori, users)), pred(rows(i_ori, items))
         cl = 0.0
+        if self.modalities:  # each distinct item projected once; rows repeat as before
+            uniq, inverse = torch.unique(items, return_inverse=True)
         for m in self.modalities:
-            f_online = getattr(self.net, f"{m}_trs")(getattr(self.net, f"{m}_feat")[items])
+            f_online = rows(getattr(self.net, f"{m}_trs")(rows(getattr(self.net, f"{m}_feat"), uniq)), inverse)
             with torch.no_grad():
                 f_target = F.dropout(f_online.detach(), self.dropout)
             f_online = pred(f_online)

@@ -1,4 +1,4 @@
-"""Cornac's own models in the study (VBPR, BPR, MostPop, ItemKNN): their declarations, the
+"""Cornac's own models in the study (VBPR_Cornac, BPR, MostPop, ItemKNN): their declarations, the
 batched scorers and the best-epoch state the study needs around them.
 
 - **Build**: VBPR takes ``k = k2 = factors`` (Elliot's ``factors`` and ``factors_d``) and
@@ -155,8 +155,9 @@ _vbpr_get, _vbpr_set = _arrays_state(_VBPR_STATE)
 _bpr_get, _bpr_set = _arrays_state(("u_factors", "i_factors", "i_biases"))
 
 SPECS = [
-    ModelSpec("VBPR", "multimodal", _vbpr_build, needs="features", concat_modalities=True, score=_vbpr_score,
-              get_state=_vbpr_get, set_state=_vbpr_set, epoch_attr="n_epochs"),
+    # He & McAuley's VBPR as Cornac has it; the study's VBPR is mmrepr.models.vbpr (docs/models.md)
+    ModelSpec("VBPR_Cornac", "multimodal", _vbpr_build, needs="features", concat_modalities=True, score=_vbpr_score,
+              get_state=_vbpr_get, set_state=_vbpr_set, epoch_attr="n_epochs", label="VBPR (Cornac, He & McAuley)"),
     ModelSpec("BPR", "baseline", _bpr_build, space=BPR_SPACE, score=_bpr_score, get_state=_bpr_get,
               set_state=_bpr_set, epoch_attr="max_iter"),
     ModelSpec("MostPop", "baseline", _mostpop_build, epochwise=False, score=_mostpop_score),

@@ -16,17 +16,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmrepr.models.base import EmbeddingRecommender, effective_top_k, multimodal_features
+from mmrepr.models.base import EmbeddingRecommender, effective_top_k, multimodal_features, rows
 from mmrepr.models.graphs import (
     FixedSparse,
     edge_normalised_values,
     freedom_knn_graph,
+    propagate_mean_split,
     scipy_to_torch,
     spmm,
     sym_norm_adjacency,
     to_sparse,
 )
-from mmrepr.models.lightgcn import propagate_mean
 from mmrepr.models.spec import ModelSpec, embedding_build
 
 
@@ -110,20 +110,26 @@ class FREEDOM(EmbeddingRecommender):
         h = self.net.item
         for _ in range(self.n_mm_layers):
             h = spmm(self.mm_adj, h)
-        out = propagate_mean(adj, torch.cat([self.net.user, self.net.item]), self.n_ui_layers)
-        return out[: self.num_users], out[self.num_users :] + h
+        ue, ie = propagate_mean_split(adj, self.net.user, self.net.item, self.n_ui_layers)
+        return ue, ie + h
 
     def _modality(self, m, items):
-        return getattr(self.net, f"{m}_trs")(getattr(self.net, f"{m}_feat")[items])
+        return getattr(self.net, f"{m}_trs")(rows(getattr(self.net, f"{m}_feat"), items))
 
     def _batch_loss(self, batch):
         u, i, j = batch
         ue, ie = self._forward(self.masked_adj)
-        eu = ue[u]
-        loss = bpr(eu, ie[i], ie[j])
+        eu = rows(ue, u)
+        loss = bpr(eu, rows(ie, i), rows(ie, j))
         mm = 0.0
-        for m in self.modalities:
-            mm = mm + bpr(eu, self._modality(m, i), self._modality(m, j))
+        if self.modalities:
+            # each distinct item of the batch projected once (its feature-gradient scatter too):
+            # the projections are most of a step's cost; same values and gradients
+            items, inverse = torch.unique(torch.cat([i, j]), return_inverse=True)
+            ii, jj = inverse[: len(i)], inverse[len(i) :]
+            for m in self.modalities:
+                proj = self._modality(m, items)
+                mm = mm + bpr(eu, rows(proj, ii), rows(proj, jj))
         return loss + self.lambda_reg * mm
 
     def _final_embeddings(self):

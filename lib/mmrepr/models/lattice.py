@@ -6,7 +6,9 @@ learned one from the projected (trainable) features; the learned graphs are mixe
 softmax modality weights, normalised, and combined with the originals as
 ``(1 - lambda_coeff) * learned + lambda_coeff * original``. The item graph is rebuilt (with
 gradients into the projections, features and modality weights) at the first batch of every
-epoch and held fixed (detached) for the rest of the epoch, as in the reference.
+``graph_rebuild_every``-th epoch (default 1: every epoch, the reference's schedule) and held
+fixed (detached) until the next rebuild; scoring always uses a freshly built graph, as the
+reference's ``full_sort_predict`` does.
 Item embeddings: LightGCN output over D^-1(A+I) plus L2-normalised item-graph output.
 Loss: BPR + ``lambda_reg`` * 1/2 (|u|^2+|i+|^2+|i-|^2) / batch_size (MMRec ``reg_weight``).
 """
@@ -17,17 +19,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmrepr.models.base import EmbeddingRecommender, effective_top_k, multimodal_features
+from mmrepr.models.base import EmbeddingRecommender, effective_top_k, multimodal_features, rows
 from mmrepr.models.graphs import (
+    EdgeGraph,
     FixedSparse,
     lattice_knn_graph,
     mean_norm_adjacency_self_loops,
+    propagate_mean_split,
     scipy_to_torch,
     spmm,
     sym_normalise,
-    to_sparse,
 )
-from mmrepr.models.lightgcn import propagate_mean
 from mmrepr.models.spec import ModelSpec, embedding_build
 
 
@@ -50,6 +52,7 @@ class LATTICE(EmbeddingRecommender):
         n_layers: int = 1,
         n_ui_layers: int = 2,
         feat_embed_dim: int | None = None,
+        graph_rebuild_every: int = 1,
         trainable: bool = True,
     ):
         super().__init__(name, k, learning_rate, lambda_reg, n_epochs, batch_size, seed, verbose, device, trainable)
@@ -58,6 +61,9 @@ class LATTICE(EmbeddingRecommender):
         self.n_layers = int(n_layers)
         self.n_ui_layers = int(n_ui_layers)
         self.feat_embed_dim = feat_embed_dim
+        self.graph_rebuild_every = int(graph_rebuild_every)
+        if self.graph_rebuild_every < 1:
+            raise ValueError(f"{name}: graph_rebuild_every must be >= 1 epochs, got {graph_rebuild_every}")
 
     def _build(self, train_set):
         v, t = multimodal_features(train_set, self.name)
@@ -85,6 +91,8 @@ class LATTICE(EmbeddingRecommender):
         self.adj = FixedSparse(scipy_to_torch(mean_norm_adjacency_self_loops(self._train_csr), dev))
         self._item_adj = None
         self._build_graph = True
+        self._epochs_started = 0
+        self.graph_builds = 0  # training-time rebuilds (scoring builds its own)
 
     def modality_weights(self) -> dict[str, float]:
         """Softmax modality weights (only meaningful with both modalities)."""
@@ -92,7 +100,7 @@ class LATTICE(EmbeddingRecommender):
         return {"visual": float(w[0]), "textual": float(w[1])}
 
     def item_graph(self) -> torch.Tensor:
-        """(1-λ) * norm(Σ w_m learned_m) + λ * Σ w_m original_m, as a sparse COO tensor."""
+        """(1-λ) * norm(Σ w_m learned_m) + λ * Σ w_m original_m, as an ``EdgeGraph``."""
         n = self.num_items
         w = torch.softmax(self.net.modal_weight, 0)
         scale = {"v": w[0], "t": w[1]} if len(self.modalities) == 2 else {m: 1.0 for m in self.modalities}
@@ -108,35 +116,42 @@ class LATTICE(EmbeddingRecommender):
         rows = torch.cat([lr, torch.cat(orr)])
         cols = torch.cat([lc, torch.cat(oc)])
         vals = torch.cat([(1 - self.lambda_coeff) * learned, self.lambda_coeff * torch.cat(ov)])
-        return to_sparse(rows, cols, vals, n)
+        return EdgeGraph(rows, cols, vals, n)
 
     def _pre_epoch(self):
-        self._build_graph = True
+        # epochs are counted from 0 here: the first epoch always builds the graph
+        self._build_graph = self._epochs_started % self.graph_rebuild_every == 0 or self._item_adj is None
+        self._epochs_started += 1
+        if self._build_graph:
+            self.graph_builds += 1
 
     def _forward(self, build: bool):
         if build or self._item_adj is None:
             self._item_adj = self.item_graph()
         elif not isinstance(self._item_adj, FixedSparse):
-            # later batches of the epoch: same graph, no gradient (reference: .detach())
-            self._item_adj = FixedSparse(self._item_adj)
+            # later batches: same graph, no gradient (reference: .detach())
+            self._item_adj = FixedSparse(self._item_adj.to_coo())
+        return self._propagate(self._item_adj)
+
+    def _propagate(self, item_adj):
         h = self.net.item
         for _ in range(self.n_layers):
-            h = spmm(self._item_adj, h)
-        out = propagate_mean(self.adj, torch.cat([self.net.user, self.net.item]), self.n_ui_layers)
-        ue, ie = out[: self.num_users], out[self.num_users :]
+            h = spmm(item_adj, h)
+        ue, ie = propagate_mean_split(self.adj, self.net.user, self.net.item, self.n_ui_layers)
         return ue, ie + F.normalize(h, p=2, dim=1)
 
     def _batch_loss(self, batch):
         u, i, j = batch
         ue, ie = self._forward(self._build_graph)
         self._build_graph = False
-        eu, ep, en = ue[u], ie[i], ie[j]
+        eu, ep, en = rows(ue, u), rows(ie, i), rows(ie, j)
         mf = -F.logsigmoid((eu * ep).sum(1) - (eu * en).sum(1)).mean()
         reg = 0.5 * (eu.pow(2).sum() + ep.pow(2).sum() + en.pow(2).sum()) / self.batch_size
         return mf + self.lambda_reg * reg
 
     def _final_embeddings(self):
-        return self._forward(build=True)  # reference full_sort_predict rebuilds the graph
+        # reference full_sort_predict rebuilds the graph; the training graph is left alone
+        return self._propagate(self.item_graph())
 
 
 SPEC = ModelSpec("LATTICE", "multimodal", embedding_build(LATTICE), needs="features")

@@ -12,18 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmrepr.models.base import EmbeddingRecommender
-from mmrepr.models.graphs import FixedSparse, scipy_to_torch, spmm, sym_norm_adjacency
+from mmrepr.models.base import EmbeddingRecommender, rows
+from mmrepr.models.graphs import FixedSparse, propagate_mean_split, scipy_to_torch, sym_norm_adjacency
 from mmrepr.models.spec import BPR_SPACE, ModelSpec, embedding_build
-
-
-def propagate_mean(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """mean(E, AE, A^2E, ..., A^L E): the LightGCN layer combination."""
-    out, h = ego, ego
-    for _ in range(n_layers):
-        h = spmm(adj, h)
-        out = out + h
-    return out / (n_layers + 1)
 
 
 class LightGCN(EmbeddingRecommender):
@@ -51,14 +42,12 @@ class LightGCN(EmbeddingRecommender):
         self.net.item = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_items, self.k)))
 
     def _forward(self):
-        ego = torch.cat([self.net.user, self.net.item])
-        out = propagate_mean(self.adj, ego, self.n_layers)
-        return out[: self.num_users], out[self.num_users :]
+        return propagate_mean_split(self.adj, self.net.user, self.net.item, self.n_layers)
 
     def _batch_loss(self, batch):
         u, i, j = batch
         ue, ie = self._forward()
-        eu, ep, en = ue[u], ie[i], ie[j]
+        eu, ep, en = rows(ue, u), rows(ie, i), rows(ie, j)
         bpr = F.softplus((eu * en).sum(1) - (eu * ep).sum(1)).mean()
         reg = 0.5 * (eu.pow(2).sum() + ep.pow(2).sum() + en.pow(2).sum()) / len(u)
         return bpr + self.lambda_reg * reg

@@ -18,7 +18,8 @@ from mmrepr.models.spec import ModelSpec
 
 # One line per model: name -> the module that declares it.
 MODELS: dict[str, str] = {
-    "VBPR": "mmrepr.models.cornac_models",
+    "VBPR": "mmrepr.models.vbpr",
+    "VBPR_Cornac": "mmrepr.models.cornac_models",
     "LATTICE": "mmrepr.models.lattice",
     "FREEDOM": "mmrepr.models.freedom",
     "BM3": "mmrepr.models.bm3",

@@ -29,22 +29,33 @@ Outcome = tuple[Cell, "dict | None", "dict | None", bool]  # (cell, meta, error,
 class InProcessExecutor:
     name = "inprocess"
 
-    def __init__(self, ctx: Context, raise_errors: bool = False):
+    def __init__(self, ctx: Context, raise_errors: bool = False, torch_threads: int | None = None):
+        import torch
+
+        from mmrepr.models.base import set_torch_threads
+
         self.ctx, self.raise_errors = ctx, raise_errors
+        # once, for every cell of this process; close() gives the process its setting back, so
+        # stages run after this one in the same process (a notebook, `mmrepr run`) are unaffected
+        self._threads_before = torch.get_num_threads()
+        self.threads = set_torch_threads(torch_threads)
 
     def run(self, cells: Iterable[Cell]) -> Iterator[Outcome]:
         for cell in cells:
             yield (cell, *run_cell_safely(self.ctx, cell, self.raise_errors))
 
     def close(self) -> None:
-        pass
+        import torch
+
+        if torch.get_num_threads() != self._threads_before:
+            torch.set_num_threads(self._threads_before)
 
 
 def _ray_cell(P, cell: Cell, raise_errors: bool, threads: int):
     """A Ray task: one cell on a worker, with the worker's cached Context."""
-    import torch
+    from mmrepr.models.base import set_torch_threads
 
-    torch.set_num_threads(max(1, int(threads)))
+    set_torch_threads(max(1, int(threads)))  # a no-op after the worker's first cell
     ctx = worker_context(P)
     return run_cell_safely(ctx, cell, raise_errors)
 
@@ -56,7 +67,9 @@ class RayExecutor:
         import ray
 
         R = P.train.ray
-        self.P, self.raise_errors, self.threads = P, raise_errors, R.threads_per_worker
+        self.P, self.raise_errors = P, raise_errors
+        self.cpus = R.threads_per_worker  # what Ray reserves per task
+        self.threads = getattr(P.train, "torch_threads", None) or R.threads_per_worker
         self.ctx = ctx
         address = R.address or os.environ.get("RAY_ADDRESS") or None
         self._started = False
@@ -67,7 +80,7 @@ class RayExecutor:
             else:
                 self._start_local(ray, R.num_workers or os.cpu_count())
             self._started = True
-        self._task = ray.remote(num_cpus=self.threads, max_retries=0)(_ray_cell)
+        self._task = ray.remote(num_cpus=self.cpus, max_retries=0)(_ray_cell)
 
     @staticmethod
     def _start_local(ray, n: int, attempts: int = 3) -> None:
@@ -120,7 +133,7 @@ class RayExecutor:
 def make_executor(P, ctx: Context, raise_errors: bool = False):
     kind = getattr(P.train, "executor", "inprocess")
     if kind == "inprocess":
-        return InProcessExecutor(ctx, raise_errors)
+        return InProcessExecutor(ctx, raise_errors, getattr(P.train, "torch_threads", None))
     if kind == "ray":
         return RayExecutor(P, ctx, raise_errors)
     raise ValueError(f"train.executor: {kind!r} is not one of inprocess, ray")

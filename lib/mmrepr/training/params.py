@@ -76,3 +76,9 @@ class TrainParams(Strict):
     # local or on a cluster; see docs/cluster.md). Results are the same either way.
     executor: Literal["inprocess", "ray"] = "inprocess"
     ray: RayParams = RayParams()
+    # torch intra-op threads where cells train, set once per process: in-process, this
+    # process for stage 4, restored after it (None: every core it may use); on Ray, each
+    # worker (None: the task's CPUs, ``ray.threads_per_worker``). Not part of a cell's
+    # fingerprint. On a machine shared with other jobs 1 is often much faster than all
+    # cores (docs/fidelity.md).
+    torch_threads: int | None = Field(None, ge=1)

@@ -1,0 +1,255 @@
+"""``python -m mmrepr.bench fidelity [--models ...] [--seeds 999,...] [--contents real,noise] [--max-epochs N] [--out CSV]``
+
+Trains VBPR, LATTICE, FREEDOM, BM3 and LightGCN on the Allrecipes split under the protocol
+of issue #11 (MMRec's) and prints test Recall@20 (mean ± sd over seeds), the best epoch
+and seconds per training epoch next to the reference figures of docs/fidelity.md.
+
+Protocol (MMRec ``overall.yaml`` and issue #11):
+- item ids over train ∪ val ∪ test: a val/test interaction with an item never seen in
+  training stays in the user's relevant set (it counts in Recall's denominator) and can
+  never be retrieved; users without training interactions are dropped from val/test (MMRec
+  ``filter_out_cod_start_users``);
+- every val/test interaction is relevant (no rating threshold); every training
+  interaction is masked from the candidates (val items are not masked for test);
+- embedding 64, lr 1e-3, batch 2048, Adam; validation Recall@20 every ``--eval-every``
+  epochs (MMRec: every epoch); stop when ``--patience`` (MMRec ``stopping_step`` = 20)
+  evaluations in a row did not improve *after* the last improvement, i.e. at the 21st, as
+  MMRec's ``early_stopping`` does; test Recall@20 at the best validation epoch;
+- content: all-MiniLM-L6-v2 of Qwen2-VL-7B's FITB answers (the parsed slots, as stage 3
+  builds ``qwen2vl-7b__fitb__sbert``) given as both the visual and the textual modality;
+  ``noise``: N(0, 1) of the same shape (seed ``--noise-seed``), also as both.
+
+Seconds per epoch count training only (the model's ``epoch_seconds``: sampling, graph
+rebuilds, forward, backward, optimiser), not validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MODELS = ("VBPR", "LATTICE", "FREEDOM", "BM3", "LightGCN")
+MULTIMODAL = ("VBPR", "LATTICE", "FREEDOM", "BM3")
+
+# Reference test Recall@20 (MMRec at seed 999), as reported in issue #11 by the session that
+# measured it; see docs/fidelity.md. (model, content) -> list of (seed, value).
+REFERENCE = {
+    ("LightGCN", "real"): [(999, 0.0152)],
+    ("FREEDOM", "real"): [(999, 0.0088), (None, 0.0097)],
+    ("FREEDOM", "noise"): [(999, 0.0141)],
+    ("BM3", "real"): [(999, 0.0210)],
+    ("BM3", "noise"): [(999, 0.0139)],
+    ("VBPR", "real"): [(999, 0.0014)],
+    ("VBPR", "noise"): [(999, 0.0133)],
+}
+
+# Regularisation used by the bench (issue #11 does not record the reference runs' values):
+# the study grid's first ``reg`` for the multimodal models; Cornac's default for LightGCN.
+DEFAULT_REG = {"VBPR": 0.01, "LATTICE": 0.01, "FREEDOM": 0.01, "BM3": 0.01, "LightGCN": 1e-4}
+
+
+def model_class(name: str):
+    import importlib
+
+    mod = {"VBPR": "vbpr", "LATTICE": "lattice", "FREEDOM": "freedom", "BM3": "bm3", "LightGCN": "lightgcn"}[name]
+    return getattr(importlib.import_module(f"mmrepr.models.{mod}"), name)
+
+
+class Protocol:
+    """The split in the models' index space plus the MMRec-style val/test evaluation."""
+
+    def __init__(self, triples):
+        import scipy.sparse as sp
+
+        from mmrepr.evaluation.ranking import build_split
+        from mmrepr.training.data import build_method, train_item_ids
+
+        self.method = build_method(triples, rating_threshold=0.0, seed=123)
+        ts = self.method.train_set
+        self.train_set = ts
+        self.item_ids = train_item_ids(self.method)
+        uid, iid = dict(ts.uid_map), dict(ts.iid_map)
+        extra = sorted({i for _, i, _ in triples.val + triples.test} - set(iid))
+        for k, i in enumerate(extra):  # val/test-only items after the training items
+            iid[i] = ts.num_items + k
+        self.n_items_all = ts.num_items + len(extra)
+        self.n_unknown_items = len(extra)
+
+        def matrix(rows):
+            kept = [(uid[u], iid[i]) for u, i, _ in rows if u in uid]  # cold users dropped (MMRec)
+            r, c = (np.array(x, dtype=np.int64) for x in zip(*kept)) if kept else (np.zeros(0, int),) * 2
+            return sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(ts.num_users, self.n_items_all))
+
+        train = matrix(triples.train)
+        self.val = build_split("val", train, matrix(triples.val), threshold=0.0, n_items=self.n_items_all, mask="all")
+        self.test = build_split("test", train, matrix(triples.test), threshold=0.0, n_items=self.n_items_all,
+                                mask="all")
+
+    def recall(self, model, split, k: int = 20) -> float:
+        from mmrepr.evaluation.ranking import evaluate
+
+        return evaluate(model.score_users, split, (k,), chunk_size=2048).mean("Recall", k)
+
+
+def minilm_features(item_ids: list[str], cache_dir: Path, answers: str = "qwen2vl-7b__fitb") -> np.ndarray:
+    """all-MiniLM-L6-v2 of the parsed FITB answers, rows in ``item_ids`` order (stage 3's recipe)."""
+    from mmrepr.config import load_params
+    from mmrepr.lvlm.answers import read_answers
+    from mmrepr.lvlm.dense import EncodingCache, build_dense, dense_texts
+    from mmrepr.lvlm.parse import labels_from_prompt, parse_answers
+    from mmrepr.paths import shared_data_dir
+
+    from mmrepr.paths import project_root
+
+    P = load_params(project_root() / "params" / "allrecipes.yaml")
+    answers_df, _ = read_answers(shared_data_dir() / "allrecipes" / "lvlm" / f"{answers}.csv")
+    labels = labels_from_prompt(P.lvlm.prompt)
+    texts = dense_texts(answers_df, parse_answers(answers_df, labels), labels)
+    cache = EncodingCache(cache_dir / f"{answers}.npz", "all-MiniLM-L6-v2")
+    matrix, _ = build_dense(texts, item_ids, cache)
+    return matrix
+
+
+def attach(protocol: Protocol, feats: np.ndarray) -> None:
+    from mmrepr.training.data import AlignedFeatures, attach_features
+
+    attach_features(protocol.method, AlignedFeatures("bench", {"visual": feats, "textual": feats}))
+
+
+def train_one(name: str, protocol: Protocol, seed: int, *, max_epochs: int, eval_every: int, patience: int,
+              k: int = 64, lr: float = 1e-3, batch_size: int = 2048, reg: float | None = None,
+              extra: dict | None = None) -> dict:
+    cls = model_class(name)
+    model = cls(k=k, learning_rate=lr, lambda_reg=DEFAULT_REG[name] if reg is None else reg, n_epochs=max_epochs,
+                batch_size=batch_size, seed=seed, device="cpu", **(extra or {}))
+    st = {"best": -1.0, "best_epoch": 0, "since": 0, "state": None, "train_s": 0.0, "eval_s": 0.0,
+          "last": time.perf_counter(), "evals": 0}
+
+    def callback(m, epoch):
+        now = time.perf_counter()
+        st["train_s"] += now - st["last"]
+        stop = False
+        if epoch % eval_every == 0 or epoch == max_epochs:
+            value = protocol.recall(m, protocol.val)
+            st["evals"] += 1
+            if value > st["best"]:
+                st.update(best=value, best_epoch=epoch, since=0, state=m.get_state())
+            else:
+                st["since"] += 1
+                stop = st["since"] > patience  # MMRec: cur_step > stopping_step
+        st["last"] = time.perf_counter()
+        st["eval_s"] += st["last"] - now
+        return stop
+
+    model.epoch_callback = callback
+    t0 = time.perf_counter()
+    model.fit(protocol.train_set)
+    setup_s = time.perf_counter() - t0 - st["train_s"] - st["eval_s"]
+    # Read before set_state: restoring the best snapshot also restores its epoch counter, so
+    # afterwards ``epochs_run`` is the best epoch, not how many epochs were trained.
+    trained = model.epochs_run
+    if st["state"] is not None:
+        model.set_state(st["state"])
+    return {
+        "model": name, "seed": seed, "test_recall20": protocol.recall(model, protocol.test),
+        "val_recall20": st["best"], "best_epoch": st["best_epoch"], "epochs": trained,
+        "stopped_early": trained < max_epochs and not model.diverged,
+        "s_per_epoch": float(np.mean(model.epoch_seconds)) if model.epoch_seconds else float("nan"),
+        "s_per_epoch_median": float(np.median(model.epoch_seconds)) if model.epoch_seconds else float("nan"),
+        "setup_s": setup_s,
+        "eval_s_each": st["eval_s"] / max(st["evals"], 1), "diverged": model.diverged,
+    }
+
+
+def reference_text(name: str, content: str) -> str:
+    ref = REFERENCE.get((name, content))
+    if not ref:
+        return "–"
+    return ", ".join(f"{v:.4f}" + (f" (seed {s})" if s else " (other seed)") for s, v in ref)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mmrepr.bench fidelity", description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--contents", default="real,noise", help="real and/or noise (LightGCN ignores content)")
+    ap.add_argument("--seeds", default="999,1000,1001", help="comma-separated; default 3 seeds")
+    ap.add_argument("--max-epochs", type=int, default=1000, help="MMRec overall.yaml: 1000 (early stopping ends it)")
+    ap.add_argument("--eval-every", type=int, default=1, help="MMRec eval_step: 1")
+    ap.add_argument("--patience", type=int, default=20, help="MMRec stopping_step")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads, set once (0: all cores)")
+    ap.add_argument("--noise-seed", type=int, default=999)
+    ap.add_argument("--lattice-rebuild-every", type=int, default=1, help="LATTICE graph_rebuild_every (epochs)")
+    ap.add_argument("--data", default=None, help="folder with {train,val,test}.tsv (default: shared allrecipes)")
+    ap.add_argument("--cache", default="cache/fidelity", help="MiniLM encodings are cached here")
+    ap.add_argument("--out", default=None, help="write one row per (model, content, seed) here (CSV)")
+    args = ap.parse_args(argv)
+
+    from mmrepr.models.base import set_torch_threads
+    from mmrepr.paths import shared_data_dir
+    from mmrepr.training.data import SplitTriples
+
+    threads = set_torch_threads(args.threads)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = [m for m in models if m not in MODELS]
+    if bad:
+        ap.error(f"unknown model(s) {bad}; known: {', '.join(MODELS)}")
+    contents = [c.strip() for c in args.contents.split(",") if c.strip()]
+    if any(c not in ("real", "noise") for c in contents):
+        ap.error(f"--contents takes real and/or noise, got {args.contents!r}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    folder = Path(args.data) if args.data else shared_data_dir() / "allrecipes"
+    protocol = Protocol(SplitTriples.from_tsv_folder(folder))
+    ts = protocol.train_set
+    print(f"data: {folder}: {ts.num_users} users x {ts.num_items} training items "
+          f"(+{protocol.n_unknown_items} val/test-only items), {ts.csr_matrix.nnz} training interactions; "
+          f"val users {len(protocol.val.users)}, test users {len(protocol.test.users)}; torch threads {threads}")
+    real = minilm_features(protocol.item_ids, Path(args.cache))
+    noise = np.random.default_rng(args.noise_seed).standard_normal(real.shape).astype(np.float32)
+    rows = []
+    for content in contents:
+        attach(protocol, real if content == "real" else noise)
+        for name in models:
+            if name not in MULTIMODAL and content != contents[0]:
+                continue  # LightGCN: content plays no part; run once
+            extra = {"graph_rebuild_every": args.lattice_rebuild_every} if name == "LATTICE" else None
+            for seed in seeds:
+                r = train_one(name, protocol, seed, max_epochs=args.max_epochs, eval_every=args.eval_every,
+                              patience=args.patience, extra=extra)
+                r["content"] = content if name in MULTIMODAL else "–"
+                rows.append(r)
+                print(f"  {name:8s} {r['content']:5s} seed {seed}: test R@20 {r['test_recall20']:.4f} "
+                      f"(val {r['val_recall20']:.4f}, best epoch {r['best_epoch']} of {r['epochs']} trained"
+                      f"{', DIVERGED' if r['diverged'] else ''}{', stopped early' if r['stopped_early'] else ''}), "
+                      f"{r['s_per_epoch']:.3f} s/epoch (median {r['s_per_epoch_median']:.3f}), "
+                      f"{r['eval_s_each']:.2f} s per validation", flush=True)
+    df = pd.DataFrame(rows)
+    if args.out:
+        from mmrepr.io import write_csv
+
+        write_csv(df, Path(args.out))
+    print()
+    print(summary_table(df).to_string(index=False))
+    return 0
+
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for (name, content), g in df.groupby(["model", "content"], sort=False):
+        v = g["test_recall20"]
+        out.append({
+            "model": name, "content": content, "seeds": len(g),
+            "test R@20": f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f}",
+            "reference": reference_text(name, "real" if content == "–" else content),
+            "best epoch": f"{g['best_epoch'].mean():.0f}", "epochs": f"{g['epochs'].mean():.0f}",
+            "diverged": int(g["diverged"].sum()), "stopped early": int(g["stopped_early"].sum()),
+            "s/epoch": f"{g['s_per_epoch'].mean():.3f}",
+        })
+    return pd.DataFrame(out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
