@@ -17,3 +17,25 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the real-data mirror {SHARED_DATA} is not present")
     return SHARED_DATA
+
+
+@pytest.fixture
+def spy_trained(monkeypatch):
+    """``trained = spy_trained()`` starts recording the keys of the stage-4 cells trained from
+    then on (cells answered from the cell cache are not recorded)."""
+
+    def start() -> list[str]:
+        from mmrepr.training import cells
+
+        trained: list[str] = []
+        real = cells.run_cell
+
+        def spy(ctx, cell):
+            if cells.load_cell(ctx, cell) is None:
+                trained.append(cell.key)
+            return real(ctx, cell)
+
+        monkeypatch.setattr(cells, "run_cell", spy)
+        return trained
+
+    return start

@@ -4,6 +4,9 @@ LATTICE's rebuild schedule."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -18,13 +21,9 @@ from mmrepr.models.lattice import LATTICE
 from mmrepr.models.vbpr import VBPR
 
 torch.set_num_threads(1)
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+from tiny_interactions import ITEMS, TEST, TRIPLES  # noqa: E402
 
-TRIPLES = [
-    ("u0", "a", 5), ("u0", "b", 4), ("u1", "b", 5), ("u1", "c", 3), ("u2", "c", 5), ("u2", "d", 4),
-    ("u3", "d", 5), ("u3", "e", 4), ("u4", "e", 5), ("u4", "f", 4), ("u5", "f", 5), ("u5", "a", 4),
-]
-TEST = [("u0", "c", 5), ("u1", "d", 5), ("u2", "e", 5), ("u3", "f", 5), ("u4", "a", 5), ("u5", "b", 5)]
-ITEMS = ["a", "b", "c", "d", "e", "f"]
 RNG = np.random.default_rng(1)
 VIS = RNG.normal(size=(6, 4)).astype(np.float32)
 TXT = RNG.normal(size=(6, 3)).astype(np.float32)

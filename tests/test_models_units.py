@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import math
 
 import numpy as np
@@ -26,15 +29,11 @@ from mmrepr.models.graphs import (
 )
 
 torch.set_num_threads(1)
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+from tiny_interactions import ITEMS, TEST, TRIPLES  # noqa: E402
 
 
 # ---- tiny dataset -----------------------------------------------------------------------
-TRIPLES = [
-    ("u0", "a", 5), ("u0", "b", 4), ("u1", "b", 5), ("u1", "c", 3), ("u2", "c", 5), ("u2", "d", 4),
-    ("u3", "d", 5), ("u3", "e", 4), ("u4", "e", 5), ("u4", "f", 4), ("u5", "f", 5), ("u5", "a", 4),
-]
-TEST = [("u0", "c", 5), ("u1", "d", 5), ("u2", "e", 5), ("u3", "f", 5), ("u4", "a", 5), ("u5", "b", 5)]
-ITEMS = ["a", "b", "c", "d", "e", "f"]
 RNG = np.random.default_rng(0)
 VIS = RNG.normal(size=(6, 4)).astype(np.float32)
 TXT = RNG.normal(size=(6, 5)).astype(np.float32)

@@ -71,23 +71,10 @@ def _params(tmp_path, **train):
                                  train=base))
 
 
-def _spy(monkeypatch) -> list[str]:
-    trained: list[str] = []
-    real = cells.run_cell
-
-    def spy(ctx, cell):
-        if cells.load_cell(ctx, cell) is None:
-            trained.append(cell.key)
-        return real(ctx, cell)
-
-    monkeypatch.setattr(cells, "run_cell", spy)
-    return trained
-
-
-def test_other_seeds_retrain_only_the_configuration_selected_under_the_first(tmp_path, monkeypatch):
+def test_other_seeds_retrain_only_the_configuration_selected_under_the_first(tmp_path, spy_trained):
     P = _params(tmp_path)
     make_toy_run(P.run_dir)
-    trained = _spy(monkeypatch)
+    trained = spy_trained()
     rep = search.run_search(P, progress=False, raise_errors=True)
     assert len(rep.cells) == plan.count_cells(P.train, P.seed)
     summary = rep.outputs["summary"]
@@ -170,7 +157,8 @@ def test_selection_ignores_rung_cells_even_when_they_score_higher():
     assert results.select_keys([rung, fin_a, fin_b], metas) == {("M", "f", 1): fin_b.key}
 
 
-def test_pruned_search_resumes_after_an_error_mid_rung_without_retraining(tmp_path, planted_model, monkeypatch):
+def test_pruned_search_resumes_after_an_error_mid_rung_without_retraining(tmp_path, planted_model, monkeypatch,
+                                                                              spy_trained):
     ref = _pruned_params(tmp_path / "ref")
     make_toy_run(ref.run_dir)
     expected = search.run_search(ref, progress=False, raise_errors=True).outputs["summary"]
@@ -192,7 +180,7 @@ def test_pruned_search_resumes_after_an_error_mid_rung_without_retraining(tmp_pa
         search.run_search(P, progress=False, raise_errors=True)
     assert len([k for k in done if k.endswith("__e2")]) == 6 and len([k for k in done if k.endswith("__e4")]) == 1
     monkeypatch.setattr(cells, "run_cell", real)
-    trained = _spy(monkeypatch)
+    trained = spy_trained()
     rep = search.run_search(P, progress=False, raise_errors=True)
     assert not set(trained) & set(done)  # no finished cell trained again
     assert len(trained) == 2 + 1 + 1  # the rest of rung 1, the final cell, MostPop (not reached before)

@@ -150,7 +150,7 @@ def test_train_epochwise_keeps_best_epoch_and_stops_early():
     assert log2.best_epoch == 10 and m2.epoch == 10
 
 
-def test_killed_search_resumes_without_redoing_cells(searched, monkeypatch):
+def test_killed_search_resumes_without_redoing_cells(searched, spy_trained):
     P, first = searched
     cells_dir = P.run_dir / "train" / "cells"
     before = pd.read_parquet(P.run_dir / "train" / "results.parquet")
@@ -158,15 +158,7 @@ def test_killed_search_resumes_without_redoing_cells(searched, monkeypatch):
     lost = [c for c in first.cells if c.model in ("VBPR", "BPR")][:1] + [first.cells[-1]]
     for c in lost:
         (cells_dir / f"{c.key}.json").unlink()
-    trained = []
-    real_run_cell = cells.run_cell
-
-    def spy(ctx, cell):
-        if cells.load_cell(ctx, cell) is None:
-            trained.append(cell.key)
-        return real_run_cell(ctx, cell)
-
-    monkeypatch.setattr(cells, "run_cell", spy)
+    trained = spy_trained()
     again = search.run_search(P, progress=False, raise_errors=True)
     assert sorted(trained) == sorted(c.key for c in lost)
     assert [c.key for c in again.cells] == [c.key for c in first.cells]  # TPE replays the same trials
@@ -222,21 +214,14 @@ def test_notebook_04_runs_on_a_toy_run(tmp_path, monkeypatch):
     assert (P.run_dir / "train" / "best.parquet").is_file()
 
 
-def test_saved_cells_are_reused_only_while_data_features_and_code_are_unchanged(tmp_path, monkeypatch):
+def test_saved_cells_are_reused_only_while_data_features_and_code_are_unchanged(tmp_path, monkeypatch,
+                                                                                  spy_trained):
     from mmrepr.features.store import load_feature_set, save_feature_set
 
     P = _params(tmp_path, baselines=["MostPop"], grid=dict(lr=[0.01], factors=[8], reg=[0.01]), epochs=2)
     make_toy_run(P.run_dir)
     search.run_search(P, progress=False, raise_errors=True)
-    trained = []
-    real_run_cell = cells.run_cell
-
-    def spy(ctx, cell):
-        if cells.load_cell(ctx, cell) is None:
-            trained.append(cell.key)
-        return real_run_cell(ctx, cell)
-
-    monkeypatch.setattr(cells, "run_cell", spy)
+    trained = spy_trained()
     search.run_search(P, progress=False, raise_errors=True)
     assert trained == []  # nothing changed: every cell reused
     fs = load_feature_set(P.run_dir, "real")  # same name, new content
