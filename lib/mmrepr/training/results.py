@@ -12,7 +12,8 @@ nothing else from stage 4.
 | ``cells_summary.csv`` | one row per finished cell, pruning rungs included (meta without fingerprint) and :data:`SUMMARY_EXTRA` |
 | ``models.csv`` | :data:`MODEL_COLUMNS`, the declaration of every trained model (family, needs, label, keyword reference) |
 | ``failures.csv`` | cells that raised (absent when none) |
-| ``per_user/<model>__<feature set or none>__seed<seed>.parquet`` | :data:`PER_USER_COLUMNS`, test split of the selected configuration |
+| ``per_user/<model>__<feature set or none>__seed<seed>.parquet`` | :data:`PER_USER_COLUMNS`, test split (warm items) of the selected configuration |
+| ``per_user/<model>__<feature set or none>__seed<seed>__<slice>.parquet`` | the same for the other test slices of :data:`TEST_SLICES` (``test_cold``, ``test_all``) |
 
 A *final* cell trained to ``train.epochs``; an intermediate successive-halving rung's cell
 (``epochs`` set, key ending ``__e<epochs>``) only ranks configurations on validation: it is
@@ -21,6 +22,12 @@ configuration) but never selected and not in results/curves. With ``train.seed_p
 retrain_selected`` the seeds after the first have one final cell per (model, feature set),
 the configuration selected under the first seed (``phase`` "retrain"); every seed still has
 its rows in best.parquet and per_user/.
+
+Test slices (:data:`TEST_SLICES`, the ``split`` column of results/best): ``test`` ranks the
+warm items (items with a training interaction) for the user's warm test items; ``test_cold``
+ranks only the cold items (no training interaction) for the user's cold test items;
+``test_all`` ranks the whole catalogue for all the user's test items. Only users known from
+training are evaluated in each; a user with no relevant item in a slice is not in it.
 
 ``feature_set`` is "" for models that need no features. Metric labels look like
 ``Recall@20``: :func:`parse_metric` is the one parser.
@@ -47,6 +54,9 @@ MODEL_COLUMNS = ["model", "family", "needs", "label", "keyword_reference"]
 # is final (may be selected), was pruned at that rung, search or retrain phase, converged
 # (:func:`converged`) and selected.
 SUMMARY_EXTRA = ["rung", "final", "pruned", "phase", "converged", "selected"]
+
+# split value -> what it ranks (docs/protocol.md, "Cold items"); "test" is the warm slice.
+TEST_SLICES = {"test": "warm items", "test_cold": "cold items", "test_all": "whole catalogue"}
 
 RESULTS_FILE = "results.parquet"
 BEST_FILE = "best.parquet"
@@ -87,12 +97,15 @@ def train_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "train"
 
 
-def per_user_filename(model: str, feature_set: str, seed: int) -> str:
-    return f"{model}__{feature_set or 'none'}__seed{int(seed)}.parquet"
+def per_user_filename(model: str, feature_set: str, seed: int, split: str = "test") -> str:
+    if split not in TEST_SLICES:
+        raise ResultsError(f"test slice {split!r}: not one of {list(TEST_SLICES)}")
+    tail = "" if split == "test" else f"__{split}"
+    return f"{model}__{feature_set or 'none'}__seed{int(seed)}{tail}.parquet"
 
 
-def per_user_path(run_dir: Path, model: str, feature_set: str, seed: int) -> Path:
-    return train_dir(run_dir) / PER_USER_DIR / per_user_filename(model, feature_set, seed)
+def per_user_path(run_dir: Path, model: str, feature_set: str, seed: int, split: str = "test") -> Path:
+    return train_dir(run_dir) / PER_USER_DIR / per_user_filename(model, feature_set, seed, split)
 
 
 # ---- writing ------------------------------------------------------------------------------
@@ -214,9 +227,9 @@ def read_table(run_dir: Path, name: str, error: type[Exception] = ResultsError) 
 
 
 def read_per_user(run_dir: Path, model: str, feature_set: str, seed: int,
-                  error: type[Exception] = ResultsError) -> pd.DataFrame | None:
-    """The per-user test metrics of a selected cell (None when the file is missing)."""
-    path = per_user_path(run_dir, model, feature_set, seed)
+                  error: type[Exception] = ResultsError, split: str = "test") -> pd.DataFrame | None:
+    """The per-user metrics of a selected cell on one test slice (None when the file is missing)."""
+    path = per_user_path(run_dir, model, feature_set, seed, split)
     if not path.is_file():
         return None
     df = pd.read_parquet(path)
