@@ -82,18 +82,47 @@ def _stability(content: pd.DataFrame) -> dict[str, Any]:
             f"difference: {detail})."}
 
 
-def _headline(ds: str, model: str, verdict: str, rec: dict[str, Any]) -> str:
-    """One sentence per model and dataset: uses content or not, and how stable that is."""
+def _what(verdict: str, rec: dict[str, Any]) -> str:
+    """The verb phrase of a content verdict: 'uses the content', 'shows no evidence ...'."""
     uses = {"uses content": "uses the content", "uses content against some controls": "uses the content against "
             f"{rec.get('real_beats_control', 0)} of {rec.get('n_controls', 0)} controls"}.get(verdict)
-    what = uses or {"no control trained": "was not tested for content use (no control trained)",
+    return uses or {"no control trained": "was not tested for content use (no control trained)",
                     "not testable": "could not be tested for content use",
                     "a control beats real content": "does better on a control than on real content"}.get(
         verdict, "shows no evidence of using the content")
-    stable = rec.get("stable_over_seeds")
-    tail = ("" if stable is None else
-            f", stable over {rec['n_seeds']} seeds" if stable else f", but the decision changes across {rec['n_seeds']} seeds")
-    return f"On {ds}, {model} {what} (warm items{tail})."
+
+
+def _seed_tail(stable: bool | None, n_seeds: int | None) -> str:
+    if stable is None:
+        return ""
+    return f", stable over {n_seeds} seeds" if stable else f", but the decision changes across {n_seeds} seeds"
+
+
+def _headline(ds: str, model: str, verdict: str, rec: dict[str, Any]) -> str:
+    """One sentence per model and dataset: uses content or not, and how stable that is."""
+    tail = _seed_tail(rec.get("stable_over_seeds"), rec.get("n_seeds"))
+    return f"On {ds}, {model} {_what(verdict, rec)} (warm items{tail})."
+
+
+def content_verdict(content: pd.DataFrame) -> dict[str, Any]:
+    """The verdict of one model's content comparisons (one row per control, one metric)."""
+    wins = int(((content["significant"]) & (content["diff"] > 0)).sum())
+    losses = int(((content["significant"]) & (content["diff"] < 0)).sum())
+    tested = int(content["p_wilcoxon"].notna().sum())
+    if len(content) == 0:
+        verdict = "no control trained"
+    elif tested == 0:
+        verdict = "not testable"
+    elif wins == len(content):
+        verdict = "uses content"
+    elif wins > 0:
+        verdict = "uses content against some controls"
+    elif losses > 0:
+        verdict = "a control beats real content"
+    else:
+        verdict = "no evidence of content use"
+    return dict(verdict=verdict, n_controls=len(content), n_tested=tested, real_beats_control=wins,
+                control_beats_real=losses)
 
 
 def compute_answer(tests: pd.DataFrame, summary: pd.DataFrame, primary: str, alpha: float) -> dict[str, Any]:
@@ -109,10 +138,9 @@ def compute_answer(tests: pd.DataFrame, summary: pd.DataFrame, primary: str, alp
         for model in mm_models:
             rec: dict[str, Any] = {"dataset": ds, "model": model, "metric": primary, "sentences": []}
             content = td[(td["family"] == "content") & (td["a_model"] == model)]
-            wins = int(((content["significant"]) & (content["diff"] > 0)).sum())
-            losses = int(((content["significant"]) & (content["diff"] < 0)).sum())
-            tested = int(content["p_wilcoxon"].notna().sum())
-            rec.update(n_controls=len(content), n_tested=tested, real_beats_control=wins, control_beats_real=losses)
+            cv = content_verdict(content)
+            verdict, wins, losses = cv.pop("verdict"), cv["real_beats_control"], cv["control_beats_real"]
+            rec.update(cv)
             for _, row in content.iterrows():
                 rw = " (from a random-weight extractor)" if row["a_fs"] in random_sets else ""
                 rec["sentences"].append(
@@ -120,18 +148,7 @@ def compute_answer(tests: pd.DataFrame, summary: pd.DataFrame, primary: str, alp
                     f"({evidence(row)})."
                 )
             if len(content) == 0:
-                verdict = "no control trained"
                 rec["sentences"].append(f"On {ds}, {model} has no noise or shuffled control, so content use is not tested.")
-            elif tested == 0:
-                verdict = "not testable"
-            elif wins == len(content):
-                verdict = "uses content"
-            elif wins > 0:
-                verdict = "uses content against some controls"
-            elif losses > 0:
-                verdict = "a control beats real content"
-            else:
-                verdict = "no evidence of content use"
             rec["content_verdict"] = verdict
             rec.update(_stability(content))
             if len(content):
@@ -186,6 +203,50 @@ def compute_answer(tests: pd.DataFrame, summary: pd.DataFrame, primary: str, alp
                 }
             )
     return {"primary_metric": primary, "alpha": alpha, "records": records}
+
+
+SLICE_PHRASE = {"test": "on warm items", "test_cold": "on cold items", "test_all": "on the whole catalogue"}
+
+
+def add_slice_verdicts(answer: dict[str, Any], by_slice: pd.DataFrame, slices: dict[str, list[str]]) -> None:
+    """Add each model's content verdict on the other test slices to its record, and the
+    cold-item one to its headline (one sentence: warm and cold, each with its seed stability).
+
+    ``by_slice``: the tests per slice with their per-seed decisions (``split``, ``n_seeds``,
+    ``seed_directions``, ``stable``); ``slices[dataset]``: the slices with results there. A
+    dataset without a cold-item slice says so in the headline."""
+    primary = answer["primary_metric"]
+    t = by_slice[(by_slice["metric"] == primary) & (by_slice["family"] == "content")] if not by_slice.empty else by_slice
+    for rec in answer["records"]:
+        if "content_verdict" not in rec:
+            continue  # keyword records
+        ds, model = rec["dataset"], rec["model"]
+        present = slices.get(ds, [])
+        rec["slices"] = {"test": {"verdict": rec["content_verdict"], "stable_over_seeds": rec.get("stable_over_seeds")}}
+        for split in (s for s in present if s != "test"):
+            content = t[(t["dataset"] == ds) & (t["split"] == split) & (t["a_model"] == model)] if not t.empty else t
+            cv = content_verdict(content)
+            st = _stability(content)
+            rec["slices"][split] = {"verdict": cv["verdict"], "stable_over_seeds": st["stable_over_seeds"],
+                                    "n_seeds": st["n_seeds"], "real_beats_control": cv["real_beats_control"],
+                                    "n_controls": cv["n_controls"]}
+            where = SLICE_PHRASE[split]
+            for _, row in content.iterrows():
+                rec["sentences"].append(f"{where[0].upper() + where[1:]} ({ds}), {model} with real features "
+                                        f"{row['a_fs']} {_verb(row)} the {row['b_fs']} control ({evidence(row)}).")
+            if len(content):
+                rec["sentences"].append(f"So {where} ({ds}), {model}: verdict {cv['verdict']}. "
+                                        f"{st['stability_sentence']}")
+        if not rec.get("headline"):
+            continue
+        head = rec["headline"][:-1]
+        if "test_cold" in present:
+            cold = rec["slices"]["test_cold"]
+            what = _what(cold["verdict"], cold)
+            tail = _seed_tail(cold["stable_over_seeds"], cold["n_seeds"])
+            rec["headline"] = f"{head}; on cold items it {what} (cold items{tail})."
+        else:
+            rec["headline"] = f"{head}; cold items were not assessed (no cold-item slice in this run)."
 
 
 def add_ablation_sentences(answer: dict[str, Any], ablations: pd.DataFrame) -> None:

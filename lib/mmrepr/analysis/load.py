@@ -25,6 +25,9 @@ from mmrepr.training.results import MetricSpec
 
 CONTROL_KINDS = ("noise_gaussian", "noise_mvn", "shuffled")
 KEYS = ["dataset", "model", "feature_set"]
+# Short names of the test slices (results.TEST_SLICES) for table columns and figure axes.
+SLICE_SHORT = {"test": "warm", "test_cold": "cold", "test_all": "all"}
+PER_USER_FRAME = ["dataset", "model", "feature_set", "seed", "user", "metric", "k", "value"]
 
 
 class AnalysisInputError(ValueError):
@@ -47,6 +50,17 @@ class Inputs:
     # train/models.csv: model, family, needs, label, keyword_reference (the models' declarations).
     models: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=results.MODEL_COLUMNS))
     problems: list[str] = field(default_factory=list)
+    # Every test slice (results.TEST_SLICES, the ``split`` column): ``slice_best`` holds the rows of
+    # best.parquet, ``slice_per_user`` the per-user values (columns of ``per_user`` plus ``split``).
+    # The "test" (warm) rows are ``best``/``per_user`` again; a slice stage 4 did not write is absent.
+    slice_best: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=results.RESULT_COLUMNS))
+    slice_per_user: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PER_USER_FRAME + ["split"]))
+
+    def slices(self, dataset: str | None = None) -> list[str]:
+        """The test slices with results (of ``dataset``, or of any), in TEST_SLICES order."""
+        sb = self.slice_best if dataset is None else self.slice_best[self.slice_best["dataset"] == dataset]
+        have = set(sb["split"]) if len(sb) else set()
+        return [s for s in results.TEST_SLICES if s in have]
 
     def _model(self, model: str) -> dict[str, Any]:
         hit = self.models[self.models["model"] == model]
@@ -110,35 +124,31 @@ def load_feature_meta(run_dir: Path, names: list[str], problems: list[str]) -> d
     return out
 
 
-def load_inputs(run_dir: Path) -> Inputs:
-    run_dir = Path(run_dir)
-    best_path = results.train_dir(run_dir) / results.BEST_FILE
-    best = results.read_table(run_dir, results.BEST_FILE, AnalysisInputError)
-    problems: list[str] = []
-    bad = best["value"].isna()
-    if bad.any():
-        problems.append(f"{best_path}: {int(bad.sum())} rows with a missing value (not used)")
-        best = best[~bad]
-    best = best[best["split"] == "test"].copy()
-    if best.empty:
-        raise AnalysisInputError(f"{best_path}: no rows with split == 'test'")
+def _slice_rows(rows: pd.DataFrame, split: str, best_path: Path, problems: list[str]) -> pd.DataFrame:
+    """The rows of one test slice, one per cell (dataset, model, feature set, seed, metric, k)."""
+    best = rows[rows["split"] == split].copy()
     best["k"] = best["k"].astype(int)
     best["seed"] = best["seed"].astype(int)
     cell = ["dataset", "model", "feature_set", "seed", "metric", "k"]
     dup = best.duplicated(cell, keep=False)
     if dup.any():
         # One test value per cell is the contract; keep the latest epoch and say so.
-        problems.append(f"{best_path}: {int(dup.sum())} test rows share a (dataset, model, feature_set, seed, "
+        problems.append(f"{best_path}: {int(dup.sum())} {split} rows share a (dataset, model, feature_set, seed, "
                         "metric, k) cell; the latest epoch is used")
         best = best.sort_values("epoch").drop_duplicates(cell, keep="last") if "epoch" in best else best.drop_duplicates(cell, keep="last")
+    return best
 
+
+def _slice_per_user(run_dir: Path, best: pd.DataFrame, split: str, problems: list[str]) -> pd.DataFrame:
+    """The per-user values of every cell of ``best`` on one slice (missing files counted)."""
     frames = []
     combos = best[["dataset", "model", "feature_set", "seed"]].drop_duplicates()
+    where = "" if split == "test" else f" on the {split} slice"
     for row in combos.itertuples(index=False):
-        path = results.per_user_path(run_dir, row.model, row.feature_set, row.seed)
-        df = results.read_per_user(run_dir, row.model, row.feature_set, row.seed, AnalysisInputError)
+        path = results.per_user_path(run_dir, row.model, row.feature_set, row.seed, split)
+        df = results.read_per_user(run_dir, row.model, row.feature_set, row.seed, AnalysisInputError, split=split)
         if df is None:
-            problems.append(f"{path}: per-user results missing; no significance test for this cell")
+            problems.append(f"{path}: per-user results missing; no significance test for this cell{where}")
             continue
         nan = df["value"].isna()
         if nan.any():
@@ -149,19 +159,49 @@ def load_inputs(run_dir: Path) -> Inputs:
             raise AnalysisInputError(f"{path}: {int(dup.sum())} duplicated (user, metric, k) rows")
         frames.append(
             df.assign(dataset=row.dataset, model=row.model, feature_set=row.feature_set, seed=int(row.seed))[
-                ["dataset", "model", "feature_set", "seed", "user", "metric", "k", "value"]
+                PER_USER_FRAME
             ]
         )
-    per_user = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(columns=["dataset", "model", "feature_set", "seed", "user", "metric", "k", "value"])
-    )
+    per_user = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PER_USER_FRAME)
     per_user["user"] = per_user["user"].astype(str)  # pair users by id whatever the dtype
     per_user["k"] = per_user["k"].astype(int)
+    return per_user
+
+
+def load_inputs(run_dir: Path) -> Inputs:
+    run_dir = Path(run_dir)
+    best_path = results.train_dir(run_dir) / results.BEST_FILE
+    rows = results.read_table(run_dir, results.BEST_FILE, AnalysisInputError)
+    problems: list[str] = []
+    bad = rows["value"].isna()
+    if bad.any():
+        problems.append(f"{best_path}: {int(bad.sum())} rows with a missing value (not used)")
+        rows = rows[~bad]
+    best = _slice_rows(rows, "test", best_path, problems)
+    if best.empty:
+        raise AnalysisInputError(f"{best_path}: no rows with split == 'test'")
+    per_user = _slice_per_user(run_dir, best, "test", problems)
+    # The other test slices (cold items, whole catalogue): absent when stage 4 wrote none.
+    slice_rows, slice_users = [best], [per_user.assign(split="test")]
+    for split in results.TEST_SLICES:
+        if split == "test" or not (rows["split"] == split).any():
+            continue
+        sb = _slice_rows(rows, split, best_path, problems)
+        # A cell of a dataset that has this slice but lacks it itself (a dataset without it: absent).
+        warm = best[best["dataset"].isin(set(sb["dataset"]))]
+        missing = sorted(set(map(tuple, warm[["dataset", "model", "feature_set"]].drop_duplicates().to_numpy()))
+                         - set(map(tuple, sb[["dataset", "model", "feature_set"]].drop_duplicates().to_numpy())))
+        if missing:
+            problems.append(f"{best_path}: no {split} rows for {len(missing)} cell(s) with warm test rows: "
+                            + ", ".join(f"{m}[{fs}]" if fs else m for _, m, fs in missing[:10])
+                            + (" ..." if len(missing) > 10 else ""))
+        slice_rows.append(sb)
+        slice_users.append(_slice_per_user(run_dir, sb, split, problems).assign(split=split))
     meta = load_feature_meta(run_dir, sorted(set(best["feature_set"])), problems)
     models = results.read_models(run_dir, sorted(set(best["model"])))
-    return Inputs(run_dir, best, per_user, meta, models, problems)
+    return Inputs(run_dir, best, per_user, meta, models, problems,
+                  slice_best=pd.concat(slice_rows, ignore_index=True),
+                  slice_per_user=pd.concat(slice_users, ignore_index=True))
 
 
 def load_truth(run_dir: Path) -> dict[str, Any] | None:

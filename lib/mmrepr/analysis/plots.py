@@ -319,11 +319,55 @@ def planted_vs_measured(weights: dict[str, float], tests: pd.DataFrame, inp: Inp
     return save_figure(fig, out_dir, f"planted_vs_measured_{dataset}")
 
 
+def cold_vs_warm(values: pd.DataFrame, panels: dict[str, list[str]], out_dir: Path, dataset: str,
+                 metric: str) -> dict[str, Path] | None:
+    """Per model (a panel), the test ``metric`` on each slice (warm / cold / all) for each feature
+    set (hue): bar = mean over seeds, whisker = sd over seeds, dots = the seeds.
+
+    ``values``: one row per split, dataset, model, feature set and seed (``slices.seed_values``);
+    ``panels``: title -> the (model, feature set) cells it shows, as ``"model|feature_set"``
+    (multimodal models: real sets and their controls; one panel for the ID-only floor)."""
+    from mmrepr.analysis.load import SLICE_SHORT
+
+    v = values[values["dataset"] == dataset]
+    if v.empty or not panels:
+        return None
+    splits = [s for s in SLICE_SHORT if s in set(v["split"])]
+    cell = v["model"] + "|" + v["feature_set"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels) + 1.5, 3.6), sharey=True, squeeze=False,
+                             layout="constrained")
+    for ax, (title, cells) in zip(axes[0], panels.items()):
+        cells = [c for c in cells if (cell == c).any()]
+        palette = dict(zip(cells, sns.color_palette("tab10", max(len(cells), 1))))
+        width = 0.8 / max(len(cells), 1)
+        for j, c in enumerate(cells):
+            sub = v[cell == c]
+            x = np.arange(len(splits)) + (j - (len(cells) - 1) / 2) * width
+            g = sub.groupby("split")["value"]
+            mean, sd = g.mean().reindex(splits), g.std(ddof=1).reindex(splits)
+            model, fs = c.split("|", 1)
+            label = fs or model if title != "ID-only (floor)" else model
+            ax.bar(x, mean, width=width * 0.95, color=palette[c], alpha=0.85, label=label)
+            ok = sd.notna().to_numpy()
+            ax.errorbar(x[ok], mean[ok], yerr=sd[ok], fmt="none", ecolor="black", capsize=2, lw=0.8)
+            for xi, s in zip(x, splits):
+                pts = sub.loc[sub["split"] == s, "value"].to_numpy()
+                ax.scatter(np.full(len(pts), xi), pts, s=8, color="black", zorder=3)
+        ax.set_xticks(np.arange(len(splits)), [SLICE_SHORT[s] for s in splits])
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=6, loc="upper right")
+    axes[0, 0].set_ylabel(f"test {metric}")
+    fig.suptitle(f"{dataset}: warm items vs cold items vs whole catalogue (mean over seeds; whisker = sd, "
+                 "dots = seeds)", fontsize=9)
+    sns.despine(fig)
+    return save_figure(fig, out_dir, f"cold_vs_warm_{dataset}")
+
+
 def figure_list(out_dir: Path) -> list[Path]:
     return sorted(Path(out_dir).glob("*.png"))
 
 
 __all__: list[Any] = [
     "grouped_bars", "content_use", "lvlm_quality", "find_quality_table", "keyword_distributions",
-    "planted_vs_measured", "save_figure",
+    "planted_vs_measured", "cold_vs_warm", "save_figure",
 ]

@@ -2,7 +2,11 @@
 ``runs/<profile>/analysis/``: tables (CSV + HTML), ``tests.csv`` (every paired test),
 ``intervals.csv`` (per-cell bootstrap CIs), ``tests_by_seed.csv`` and ``stability.csv``
 (the content tests within each seed, and whether their verdicts agree),
-``tests_by_activity.csv`` (the content tests per user-activity bucket), ``ablation.csv``
+``tests_by_activity.csv`` (the content tests per user-activity bucket), ``slices.csv`` (each
+metric per test slice: warm items, cold items, whole catalogue; mean and sd over seeds),
+``tests_by_slice.csv`` and ``stability_by_slice.csv`` (the comparisons on each slice, and their
+per-seed decisions), ``truth_checks.csv`` (synthetic data: the checks against the planted
+truth), ``ablation.csv``
 (which modality each model uses, checked against the planted truth on synthetic data), ``answer.json``/``answer.md`` (the computed
 answer), ``figures/`` (PNG + SVG), ``problems.json`` (input problems, counted) and
 ``index.json`` (what was written, read by the report).
@@ -19,8 +23,8 @@ from typing import Any
 import pandas as pd
 
 from mmrepr import timings
-from mmrepr.analysis import ablation, activity, plots, tables
-from mmrepr.analysis.answer import add_ablation_sentences, answer_markdown, compute_answer
+from mmrepr.analysis import ablation, activity, plots, slices, tables
+from mmrepr.analysis.answer import add_ablation_sentences, add_slice_verdicts, answer_markdown, compute_answer
 from mmrepr.analysis.load import Inputs, load_inputs, load_lvlm_tables, load_truth, parse_metric, planted_weights
 from mmrepr.analysis.stats import cell_intervals, plan_comparisons, run_tests, seed_averaged, seed_stability, summary_means
 from mmrepr.io import atomic_open, write_csv, write_json
@@ -39,6 +43,10 @@ class AnalysisResult:
     answer: dict[str, Any]
     figures: dict[str, dict[str, Path]] = field(default_factory=dict)
     seconds: float = 0.0
+    # Tables whose metric columns (bold = best) are not the profile's metrics, e.g. ``slices``.
+    table_metrics: dict[str, list[str]] = field(default_factory=dict)
+    tests_by_slice: pd.DataFrame = field(default_factory=pd.DataFrame)
+    truth_checks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=slices.CHECK_COLUMNS))
 
 
 TABLE_CAPTIONS = {
@@ -51,6 +59,13 @@ TABLE_CAPTIONS = {
     "ablation": "Modality ablation: the model on the real set vs the same set with one modality replaced (zeros or "
     "noise); a modality is used when replacing it significantly hurts. On synthetic data, expected = what the planted "
     "weights imply for a model that uses content.",
+    "slices": "Test metrics per test slice: warm = warm items (items with training interactions) ranked for the "
+    "user's warm test items; cold = only the cold items (no training interaction) ranked for the user's cold test "
+    "items; all = the whole catalogue. Mean over seeds and sd; ID-only models (no feature set) are the floor on cold "
+    "items; bold = best in the column. A slice without results has no column.",
+    "truth_checks": "Checks against the synthetic catalogue's planted truth: each multimodal model on a real feature "
+    "set must significantly beat each noise control made from it on cold items (corrected Wilcoxon); each checked "
+    "modality-ablation label must match the planted weights.",
     "activity": "Real features vs each control per bucket of users' training interactions: diff = real minus control, "
     "rel_change = diff / control, d_z = Cohen's paired effect size with its bootstrap CI, corrected Wilcoxon p "
     "(each bucket its own family).",
@@ -98,6 +113,20 @@ def run_analysis(P, out_dir: Path | None = None) -> AnalysisResult:
                 by_activity = by_activity.sort_values(
                     ["dataset", "a_model", "b_fs", "bucket"], key=lambda c: c.map(order) if c.name == "bucket" else c
                 ).reset_index(drop=True)
+    # Test slices (warm / cold items / whole catalogue): summaries, the same comparisons on each
+    # slice (each its own correction family), and the content decisions per seed on each slice.
+    smetrics = slices.slice_metrics(metrics)
+    slice_long = slices.slice_summary(inp, smetrics)
+    by_slice = slices.slice_tests(inp, plan, metrics, tests, n_boot=a.bootstrap, seed=P.seed,
+                                  correction=a.correction, alpha=a.alpha)
+    stab_slice = slices.slice_stability(inp, content_plan, metrics[0], stability, seed=P.seed,
+                                        correction=a.correction, alpha=a.alpha)
+    by_slice = slices.with_stability(by_slice, stab_slice)
+    slices_present = {ds: inp.slices(ds) for ds in sorted(set(summary["dataset"]))}
+    for ds, present in slices_present.items():
+        absent = [s for s in slices.TEST_SLICES if s not in present]
+        if absent:
+            log.info("analysis: %s has no %s slice results in train/best.parquet", ds, ", ".join(absent))
     missing = int(tests["missing_per_user"].sum()) if not tests.empty else 0
     if missing:
         inp.problems.append(f"{missing} comparison rows lack per-user results on one side (not tested)")
@@ -108,7 +137,10 @@ def run_analysis(P, out_dir: Path | None = None) -> AnalysisResult:
     ablations = ablation.ablation_labels(tests, inp.feature_meta, primary, verdicts,
                                          weights if P.data.source == "synthetic" else None)
     write_csv(ablations, out / "ablation.csv")
+    add_slice_verdicts(answer, by_slice, slices_present)
     add_ablation_sentences(answer, ablations)
+    checks = (slices.truth_checks(by_slice, tests, ablations, inp, primary) if P.data.source == "synthetic"
+              else pd.DataFrame(columns=slices.CHECK_COLUMNS))
 
     tbls = {
         "main": tables.main_table(summary, labels),
@@ -117,12 +149,15 @@ def run_analysis(P, out_dir: Path | None = None) -> AnalysisResult:
         "controls": tables.controls_table(summary, tests, labels, primary),
         "activity": tables.activity_table(by_activity),
         "ablation": ablations,
+        "slices": tables.slices_table(slice_long, [m.label for m in smetrics]),
+        "truth_checks": checks,
     }
+    table_metrics = {"slices": slices.slice_columns([m.label for m in smetrics], inp.slices()), "truth_checks": []}
     written: dict[str, Any] = {"tables": {}, "figures": {}}
     for name, df in tbls.items():
         if df.empty:
             continue
-        paths = tables.write_table(df, out / "tables", name, labels, TABLE_CAPTIONS[name])
+        paths = tables.write_table(df, out / "tables", name, table_metrics.get(name, labels), TABLE_CAPTIONS[name])
         written["tables"][name] = {k: str(v.relative_to(out)) for k, v in paths.items()}
     write_csv(summary, out / "summary.csv")
     write_csv(tests, out / "tests.csv")
@@ -130,6 +165,10 @@ def run_analysis(P, out_dir: Path | None = None) -> AnalysisResult:
     write_csv(by_seed, out / "tests_by_seed.csv")
     write_csv(stability, out / "stability.csv")
     write_csv(by_activity, out / "tests_by_activity.csv")
+    write_csv(slice_long, out / "slices.csv")
+    write_csv(by_slice, out / "tests_by_slice.csv")
+    write_csv(stab_slice, out / "stability_by_slice.csv")
+    write_csv(checks, out / "truth_checks.csv")
 
     write_json(out / "answer.json", answer)
     with atomic_open(out / "answer.md", "w", encoding="utf-8") as fh:
@@ -145,6 +184,8 @@ def run_analysis(P, out_dir: Path | None = None) -> AnalysisResult:
             (f"ablation_{ds}", plots.ablation(tests, inp.feature_meta, fig_dir, ds, primary)
              if not tests.empty and (tests["family"] == "ablation").any() else None),
             (f"activity_{ds}", plots.activity_buckets(by_activity, fig_dir, ds, primary) if not by_activity.empty else None),
+            (f"cold_vs_warm_{ds}", plots.cold_vs_warm(slices.seed_values(inp, metrics[0]), slices.figure_panels(inp, ds),
+                                                      fig_dir, ds, primary) if len(slices_present[ds]) > 1 else None),
             (
                 f"planted_vs_measured_{ds}",
                 plots.planted_vs_measured(weights, tests, inp, fig_dir, primary, ds)
@@ -170,9 +211,12 @@ def run_analysis(P, out_dir: Path | None = None) -> AnalysisResult:
         primary_metric=primary, metrics=labels, alpha=a.alpha, correction=a.correction, bootstrap=a.bootstrap,
         n_tests=int(len(tests)), n_significant=int(tests["significant"].sum()) if not tests.empty else 0,
         n_problems=len(inp.problems),
+        slices={ds: {s: s in present for s in slices.TEST_SLICES} for ds, present in slices_present.items()},
+        truth_checks={"n": int(len(checks)), "passed": int(checks["passed"].astype(bool).sum())} if len(checks) else None,
     )
     write_json(out / "index.json", written)
     timings.record(run_dir, "analysis", "run_analysis", seconds=seconds)  # measured: not in index.json
     log.info("analysis: %d tests, %d figures, %d problems -> %s", len(tests), len(figs), len(inp.problems), out)
     timings.say(f"analysis: done in {seconds:.1f}s")
-    return AnalysisResult(out, inp, summary, tests, intervals, tbls, answer, figs, seconds)
+    return AnalysisResult(out, inp, summary, tests, intervals, tbls, answer, figs, seconds, table_metrics, by_slice,
+                          checks)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmrepr.analysis.load import CONTROL_KINDS, Inputs
+from mmrepr.analysis.load import CONTROL_KINDS, SLICE_SHORT, Inputs
 from mmrepr.io import atomic_open, write_csv
 
 
@@ -160,3 +160,27 @@ def real_vs_controls(best: pd.DataFrame, pairs: dict[str, list[str]], metric: st
                                  "on real": r, "on control": c, "control - real": c - r})
     return pd.DataFrame(rows, columns=["metric", "model", "real", "control", "on real", "on control",
                                        "control - real"])
+
+
+def slices_table(long: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Every model and feature set with each metric on each test slice (``<metric> warm``,
+    ``<metric> cold``, ``<metric> all``: mean over seeds, and its ``sd``); best per column over
+    the dataset. ``long`` is the annotated per-slice summary (a ``split`` column); a slice
+    without results has no columns, a dataset without it NaN."""
+    if long.empty:
+        return pd.DataFrame()
+    splits = [s for s in SLICE_SHORT if s in set(long["split"])]
+    keys = ["dataset", "model", "feature_set"]
+    ann = [c for c in ("family", "label", "role", "kind", "random_weights", "source") if c in long]
+    wide = long.drop_duplicates(keys)[keys + ann].set_index(keys)
+    cols = []
+    for m in metrics:
+        for s in splits:
+            sub = long[long["split"] == s].set_index(keys)
+            name = f"{m} {SLICE_SHORT[s]}"
+            wide[name] = sub[m] if m in sub else np.nan
+            wide[f"{name} sd"] = sub[f"{m} sd"] if f"{m} sd" in sub else np.nan
+            cols.append(name)
+    wide["n_seeds"] = long.groupby(keys)["n_seeds"].max()
+    wide = wide.reset_index()
+    return _order(mark_best(wide, cols, ["dataset"]), cols)
