@@ -60,7 +60,7 @@ figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; 
 .muted { color: #777; } pre { background: #f6f6f6; padding: .6em; overflow: auto; font-size: 0.8em; }
 </style>"""
 
-KEY_FIGURE_ORDER = ("content_use", "ablation", "activity", "bars", "planted_vs_measured", "lvlm_quality", "keyword_distributions")
+KEY_FIGURE_ORDER = ("content_use", "cold_vs_warm", "ablation", "activity", "bars", "planted_vs_measured", "lvlm_quality", "keyword_distributions")
 
 
 def _e(x: Any) -> str:
@@ -171,6 +171,40 @@ def _answer_html(answer: dict[str, Any] | None) -> str:
     return "\n".join(parts)
 
 
+SLICE_NAMES = {"test": "warm items", "test_cold": "cold items", "test_all": "whole catalogue"}
+
+
+def _slices_html(index: dict[str, Any]) -> str:
+    """Which test slices have results, per dataset (an absent one is said, not hidden)."""
+    sl = index.get("slices") or {}
+    if not sl:
+        return ""
+    items = []
+    for ds, have in sorted(sl.items()):
+        parts = [f"{_e(SLICE_NAMES.get(s, s))}: {'yes' if ok else '<b>absent</b> (no results in train/best.parquet)'}"
+                 for s, ok in have.items()]
+        items.append(f"<li>{_e(ds)} — {'; '.join(parts)}</li>")
+    return ('<p>Test slices (see the <code>slices</code> table, <a href="analysis/tests_by_slice.csv">tests per '
+            'slice (CSV)</a>):</p><ul>' + "".join(items) + "</ul>")
+
+
+def _checks_html(adir: Path, index: dict[str, Any]) -> str:
+    """The checks against the planted truth (synthetic data): how many passed, and each failure."""
+    if not index.get("truth_checks"):
+        return ""
+    import pandas as pd
+
+    path = adir / "truth_checks.csv"
+    checks = pd.read_csv(path, keep_default_na=False) if path.is_file() else pd.DataFrame()
+    n, ok = index["truth_checks"]["n"], index["truth_checks"]["passed"]
+    failed = checks[checks["passed"].astype(str) != "True"] if len(checks) else checks
+    items = "".join(f"<li>FAILED: {_e(r.check)} — {_e(r.model)} on {_e(r.feature_set)}"
+                    f"{' vs ' + _e(r.control) if r.control else ''} ({_e(r.dataset)}): {_e(r.detail)}</li>"
+                    for r in failed.itertuples())
+    return (f'<h2>Checks against the planted truth</h2><p>{_e(ok)} of {_e(n)} checks passed '
+            f'(<a href="analysis/truth_checks.csv">truth_checks.csv</a>).</p>' + (f"<ul>{items}</ul>" if items else ""))
+
+
 def build_report(P) -> Path:
     run_dir = Path(P.run_dir)
     report_dir = run_dir / "report"
@@ -208,7 +242,7 @@ def build_report(P) -> Path:
             f'<figcaption>{_e(key)} — <a href="analysis/{_e(f["png"])}">PNG</a>{svg}</figcaption></figure>'
         )
     table_html = []
-    order = {n: i for i, n in enumerate(("main", "controls", "keywords", "baselines"))}
+    order = {n: i for i, n in enumerate(("main", "controls", "slices", "truth_checks", "keywords", "baselines"))}
     for name, paths in sorted(index.get("tables", {}).items(), key=lambda kv: (order.get(kv[0], 99), kv[0])):
         frag = report_dir / "analysis" / paths["html"]
         body = frag.read_text(encoding="utf-8") if frag.is_file() else ""
@@ -243,7 +277,9 @@ def build_report(P) -> Path:
 <p><a href="manifest.json">Run manifest (manifest.json)</a>: params, package versions, git commit, seeds, host, per-stage timings (<a href="#timings">below</a>).</p>
 <h2>The computed answer</h2>
 <p>{summary_line} <a href="analysis/tests.csv">All tests (CSV)</a> · <a href="analysis/answer.md">answer.md</a></p>
+{_slices_html(index)}
 {_answer_html(answer)}
+{_checks_html(adir, index)}
 <h2>Key figures</h2>
 {''.join(fig_html) or '<p class="muted">No figures yet.</p>'}
 <h2>Tables</h2>
