@@ -166,7 +166,7 @@ def test_truth_check_real_beats_noise_on_cold_items(tmp_path_factory, kind):
     checks = pd.read_csv(res.out_dir / "truth_checks.csv", keep_default_na=False)
     assert list(checks.columns) == slices.CHECK_COLUMNS
     cold = checks[checks["check"] == slices.CHECK_COLD].set_index("model")
-    # Only noise controls are checked (shuffled rows keep the content's distribution).
+    # Only noise controls are checked (the shuffled one is in tests_by_slice.csv).
     assert set(cold["control"]) == {"noise_gaussian_real"}
     assert str(cold.loc["VBPR", "passed"]) == str(kind == "good")
     assert str(cold.loc["LATTICE", "passed"]) == "False"  # a planted null never passes

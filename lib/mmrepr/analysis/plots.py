@@ -334,7 +334,7 @@ def cold_vs_warm(values: pd.DataFrame, panels: dict[str, list[str]], out_dir: Pa
         return None
     splits = [s for s in SLICE_SHORT if s in set(v["split"])]
     cell = v["model"] + "|" + v["feature_set"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels) + 1.5, 3.6), sharey=True, squeeze=False,
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels) + 1.5, 4.6), sharey=True, squeeze=False,
                              layout="constrained")
     for ax, (title, cells) in zip(axes[0], panels.items()):
         cells = [c for c in cells if (cell == c).any()]
@@ -355,7 +355,7 @@ def cold_vs_warm(values: pd.DataFrame, panels: dict[str, list[str]], out_dir: Pa
                 ax.scatter(np.full(len(pts), xi), pts, s=8, color="black", zorder=3)
         ax.set_xticks(np.arange(len(splits)), [SLICE_SHORT[s] for s in splits])
         ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=6, loc="upper right")
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)  # below: bars stay visible
     axes[0, 0].set_ylabel(f"test {metric}")
     fig.suptitle(f"{dataset}: warm items vs cold items vs whole catalogue (mean over seeds; whisker = sd, "
                  "dots = seeds)", fontsize=9)
