@@ -87,7 +87,7 @@ class Context:
         return self.catalogue.train_set
 
 
-def test_slices(method, catalogue: Catalogue, threshold: float, mask: str) -> dict[str, EvalSplit]:
+def build_test_slices(method, catalogue: Catalogue, threshold: float, mask: str) -> dict[str, EvalSplit]:
     """``test`` (warm items, Cornac's test set: today's split), ``test_cold`` (candidates: the
     cold items; relevant: the user's cold test items) and ``test_all`` (every item; all the
     user's test items). Users known from training only; the user's validation positives are
@@ -128,7 +128,7 @@ def prepare(P, triples: SplitTriples | None = None, feature_loader=None) -> Cont
     catalogue = full_catalogue(method, triples)
     mask = getattr(T, "mask_train", "positives")
     val = split_from_cornac("val", method.train_set, method.val_set, [], T.rating_threshold, mask=mask)
-    slices = test_slices(method, catalogue, T.rating_threshold, mask)
+    slices = build_test_slices(method, catalogue, T.rating_threshold, mask)
     test = slices["test"]
     uid = method.train_set.uid_map
     n_users = max(len(method.global_uid_map), 1)

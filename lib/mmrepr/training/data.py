@@ -154,8 +154,8 @@ def full_catalogue(method: BaseMethod, triples: SplitTriples) -> Catalogue:
                    uir_tuple=ts.uir_tuple, timestamps=ts.timestamps, seed=ts.seed)
 
     def known_users(data):
-        if not data:
-            return None
+        if not any(u in uid_map for u, _, _ in data):
+            return None  # nothing of known users (Cornac refuses an empty Dataset)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # duplicates: counted by stage 1
             # copies of the maps: nothing is added (exclude_unknowns drops unknown users)
