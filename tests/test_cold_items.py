@@ -192,3 +192,27 @@ def test_a_cold_item_without_a_feature_row_follows_the_missing_policy():
     fs.meta["missing_policy"] = "drop"
     al = align_feature_set(fs, cat.item_ids)
     assert al.n_missing_zeroed == 1 and not al.matrices["visual"][8].any()
+
+
+def test_data_cold_items_move_the_training_rows_of_a_seeded_fraction_of_items_to_test():
+    import pandas as pd
+
+    from mmrepr.data.prepare import make_cold_items
+
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{j:02d}", 5.0, 0, s) for u in range(30) for j, s in
+            zip(rng.choice(40, 6, replace=False), ["train"] * 4 + ["val", "test"])]
+    split = pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp", "split"])
+    out, quality, cold = make_cold_items(split, 0.1, seed=3)
+    n_items = split["item"].nunique()
+    assert len(cold) == round(0.1 * n_items)
+    again = make_cold_items(split, 0.1, seed=3)
+    assert again[2] == cold and make_cold_items(split, 0.1, seed=4)[2] != cold  # seeded
+    is_cold = out["item"].isin(cold)
+    assert not (is_cold & (out["split"] == "train")).any()  # no training row left
+    was_train = is_cold & (split["split"] == "train")
+    assert (out.loc[was_train, "split"] == "test").all() and was_train.sum() > 0
+    pd.testing.assert_series_equal(out.loc[~was_train, "split"], split.loc[~was_train, "split"])  # val kept
+    assert quality[0]["step"] == "cold items" and f"{int(was_train.sum())} training rows moved" in quality[0]["reason"]
+    with pytest.raises(ValueError, match="all .* items cold"):
+        make_cold_items(split.head(2), 0.9, seed=0)
