@@ -39,6 +39,7 @@ from mmrepr.training.data import (
     attach_features,
     build_method,
     full_catalogue,
+    train_item_ids,
     unknown_report,
 )
 from mmrepr.training.plan import Cell
@@ -249,7 +250,8 @@ def load_cell(ctx: Context, cell: Cell) -> dict | None:
 def _features_for(ctx: Context, name: str) -> AlignedFeatures:
     if name not in ctx.feature_cache:
         fs = ctx.feature_loader(name)
-        ctx.feature_cache[name] = align_feature_set(fs, ctx.catalogue.item_ids)
+        ids = ctx.catalogue.item_ids if ctx.catalogue is not None else train_item_ids(ctx.method)
+        ctx.feature_cache[name] = align_feature_set(fs, ids)
     return ctx.feature_cache[name]
 
 
