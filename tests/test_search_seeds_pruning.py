@@ -34,7 +34,11 @@ class Planted(MMReprRecommender):
         self.co /= max(float(self.co.max()), 1.0)
         planted = abs(self.learning_rate - PLANTED_LR) < 1e-12
         rng = np.random.default_rng([int(self.seed), int(round(self.learning_rate * 1e6))])
-        self.noise = rng.standard_normal(self.co.shape).astype(np.float32)
+        # noise over the warm items (the columns validation ranks); cold items get the base
+        # class's floor anyway
+        noise = rng.standard_normal((self.co.shape[0], int(self.warm_items.sum()))).astype(np.float32)
+        self.noise = np.zeros_like(self.co)
+        self.noise[:, self.warm_items] = noise
         self.sigma0 = 0.3 if planted else 50.0
         for epoch in range(1, self.n_epochs + 1):
             self.epochs_run = epoch

@@ -48,7 +48,8 @@ def test_outputs_follow_the_contract(searched):
     res = pd.read_parquet(out / "results.parquet")
     assert list(res.columns) == search.RESULT_COLUMNS
     assert set(res["metric"]) == {"Recall", "nDCG", "HR", "nDCG_graded"}
-    assert set(res["split"]) == {"val", "test"}
+    # the toy run has one cold item (test only): all three test slices
+    assert set(res["split"]) == {"val", "test", "test_cold", "test_all"}
     assert set(res.loc[res["model"] == "MostPop", "feature_set"]) == {""}
     assert {json.loads(p)["lr"] for p in res.loc[res["model"] == "VBPR", "params"]} == {0.01, 0.05}
     best = pd.read_parquet(out / "best.parquet")
@@ -67,6 +68,19 @@ def test_outputs_follow_the_contract(searched):
     assert sorted(curves.loc[curves.model == "VBPR", "epoch"].unique()) == [2, 4]
     unk = pd.read_csv(out / "unknowns.csv").set_index("split")
     assert unk.loc["test", "rows_excluded"] == 2 and unk.loc["val", "rows_excluded"] == 1
+    # slices: the cold item's one test row (user u0000, rating 5) is test_cold's only relevant row
+    sl = pd.read_csv(out / "slices.csv").set_index("split")
+    assert sl.loc["test_cold", ["candidates", "users", "relevant"]].tolist() == [1, 1, 1]
+    assert sl.loc["test_all", "candidates"] == sl.loc["test", "candidates"] + 1 == 61
+    assert sl.loc["test_all", "relevant"] == sl.loc["test", "relevant"] + 1
+    for split in ("test_cold", "test_all"):
+        for f in ("VBPR__real__seed123", "MostPop__none__seed123"):
+            pu = pd.read_parquet(out / "per_user" / f"{f}__{split}.parquet")
+            model, fs = f.split("__")[:2]
+            want = best[(best.model == model) & (best.feature_set == ("" if fs == "none" else fs))
+                        & (best.split == split) & (best.metric == "Recall")]["value"].item()
+            assert pu[pu.metric == "Recall"]["value"].mean() == pytest.approx(want)
+            assert pu["user"].nunique() == sl.loc[split, "users"]
 
 
 def test_stage4_refuses_a_threshold_above_every_rating(tmp_path):

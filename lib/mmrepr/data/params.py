@@ -36,6 +36,17 @@ class SyntheticParams(Strict):
     min_interactions: int = Field(5, ge=1)
 
 
+class ColdItemsParams(Strict):
+    """Cold items made on purpose (docs/protocol.md, "Cold items"): after the k-core and the
+    split, a seeded random ``fraction`` of the items lose their training interactions, which
+    move to test; their validation rows stay in validation. Sources split by us only
+    (allrecipes has its own cold items)."""
+
+    fraction: float = Field(0.1, gt=0, lt=1)
+    # None: the profile's seed
+    seed: int | None = None
+
+
 class DataParams(Strict):
     source: Literal["synthetic", "amazon2023", "allrecipes"]
     # Amazon Reviews 2023 category, e.g. "Baby_Products".
@@ -56,3 +67,5 @@ class DataParams(Strict):
     # Cap on raw review lines read (None = all); lets a laptop try the real pipeline.
     max_reviews: int | None = Field(None, ge=1)
     synthetic: SyntheticParams | None = None
+    # None: no cold items are made (a real split keeps whatever cold items it has)
+    cold_items: ColdItemsParams | None = None

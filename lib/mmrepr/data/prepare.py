@@ -81,6 +81,28 @@ def filter_and_split(inter: pd.DataFrame, k: int, seed: int) -> tuple[pd.DataFra
     return split, quality
 
 
+def make_cold_items(split: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, list[dict], list[str]]:
+    """A seeded random ``fraction`` of the items (at least one) become cold: their training
+    rows move to test (validation rows stay: unknown-item rows there, masked from the
+    users' test candidates like any validation item). Returns the split, a quality row and
+    the cold item ids. A user whose every training row moved becomes unknown to training
+    (stage 4 counts and excludes such users)."""
+    items = np.array(sorted(split["item"].astype(str).unique()))
+    n = max(1, int(round(fraction * len(items))))
+    if n >= len(items):
+        raise ValueError(f"data.cold_items.fraction={fraction}: would make all {len(items)} items cold")
+    cold = sorted(np.random.default_rng(seed).choice(items, size=n, replace=False).tolist())
+    moved = split["item"].astype(str).isin(cold) & (split["split"] == "train")
+    out = split.copy()
+    out.loc[moved, "split"] = "test"
+    train_users = set(out.loc[out["split"] == "train", "user"])
+    lost = sorted(set(split.loc[split["split"] == "train", "user"]) - train_users)
+    q = _step("cold items", len(split), len(out), f"{n} of {len(items)} items (fraction {fraction}, seed {seed}) made "
+              f"cold: their {int(moved.sum())} training rows moved to test, their validation rows kept; "
+              f"{len(lost)} users left without training rows")
+    return out, [q], cold
+
+
 def normalise(inter: pd.DataFrame, items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     inter = inter.astype({"user": str, "item": str})
     inter["rating"] = inter["rating"].astype(np.float32)
@@ -99,11 +121,19 @@ def normalise(inter: pd.DataFrame, items: pd.DataFrame) -> tuple[pd.DataFrame, p
 
 def prepare(P: Params) -> Prepared:
     items, inter, quality, gt_src = load_source(P)
+    cold_items: list[str] = []
     if P.data.source == "allrecipes":
+        if P.data.cold_items is not None:
+            raise ValueError("data.cold_items: allrecipes uses the authors' fixed split as released (it has its own "
+                             "cold items); remove data.cold_items from the profile")
         split = inter  # the authors' fixed split is used as released
     else:
         split, q = filter_and_split(inter, P.data.k_core, P.seed)
         quality += q
+        c = P.data.cold_items
+        if c is not None:
+            split, q, cold_items = make_cold_items(split, c.fraction, P.seed if c.seed is None else c.seed)
+            quality += q
     inter, items = normalise(split, items)
     validate_interactions(inter)
     validate_items(items)
@@ -128,5 +158,8 @@ def prepare(P: Params) -> Prepared:
     write_json(out / "summary.json", {
         "source": P.data.source, "category": P.data.category, "k_core": P.data.k_core,
         "users": int(inter["user"].nunique()), "items": len(items), "interactions": len(inter),
+        # items with no training interaction (made by data.cold_items, or in the release)
+        "cold_items": int((~items["item"].isin(set(inter.loc[inter["split"] == "train", "item"]))).sum()),
+        "cold_items_made": len(cold_items),
     })
     return Prepared(Dataset(inter, items, out), quality_df, stats)

@@ -25,6 +25,12 @@ continuous-score models, some for MostPop/kNN) or with fewer than K candidates a
 re-ranked exactly as Cornac does, one at a time, on the model's own score dtype.
 Non-personalised scores (one row broadcast to all users) skip the top-k: the items are
 sorted once and each user walks that order past their masked items.
+
+Test slices (docs/protocol.md, "Cold items"): an :class:`EvalSplit` ranks a window of
+item indices ``[offset, offset + n_items)``. Stage 4 appends the cold items (no training
+interaction) after the warm ones, so ``test`` (warm) is the window ``[0, n_warm)``,
+``test_cold`` is ``[n_warm, n_all)`` and ``test_all`` is everything; the relevant items
+and the mask of each slice live in its window's coordinates (:func:`build_split`, ``offset``).
 """
 
 from __future__ import annotations
@@ -59,6 +65,9 @@ class EvalSplit:
     # in the evaluation when they have a relevant item; counted so a report can say so.
     n_cold_users: int = 0
     n_cold_evaluated: int = 0
+    # The candidates are the model's items offset .. offset + n_items - 1 (a score column j
+    # of this split is the model's item offset + j).
+    offset: int = 0
 
 
 def _fit_shape(m: sp.spmatrix, n_users: int, n_items: int) -> sp.csr_matrix:
@@ -80,19 +89,29 @@ def build_split(
     threshold: float = 4.0,
     n_items: int | None = None,
     mask: str = "positives",
+    offset: int = 0,
 ) -> EvalSplit:
     """An :class:`EvalSplit` from rating matrices (users x items, in the model's indices).
 
     ``train``: the training ratings; ``target``: the split to evaluate; ``exclude``: other
     splits whose positives are masked too (validation when evaluating test).
-    ``n_items`` defaults to the training matrix's width (Cornac's ``exclude_unknowns``).
+    ``n_items`` defaults to the training matrix's width (Cornac's ``exclude_unknowns``);
+    ``offset``: the candidates are the items ``offset .. offset + n_items - 1`` (a slice).
     """
     if mask not in ("positives", "all"):
         raise ValueError(f"mask must be 'positives' (Cornac) or 'all', got {mask!r}")
-    n_items = int(train.shape[1] if n_items is None else n_items)
+    offset = int(offset)
+    n_items = int(train.shape[1] - offset if n_items is None else n_items)
     n_users = int(max([train.shape[0], target.shape[0], *[e.shape[0] for e in exclude]]))
-    train = _fit_shape(train, n_users, n_items)
-    target = _fit_shape(target, n_users, n_items)
+    # users with no training interaction at all (on any item, inside the window or not)
+    cold = np.diff(_fit_shape(train, n_users, max(train.shape[1], 1)).indptr) == 0
+    end = offset + n_items
+
+    def window(m):
+        return _fit_shape(m, n_users, end)[:, offset:].tocsr()
+
+    train = window(train)
+    target = window(target)
 
     pos_target = target.copy()
     pos_target.data = np.where(pos_target.data >= threshold, pos_target.data, 0.0)
@@ -110,7 +129,7 @@ def build_split(
     else:
         masked = positives(train)
     for e in exclude:
-        masked = masked + positives(_fit_shape(e, n_users, n_items))
+        masked = masked + positives(window(e))
     masked = (masked > 0).astype(np.float64)
     # A target positive stays a candidate even if it is also a train/val positive.
     masked = masked - masked.multiply(pos_target > 0)
@@ -120,7 +139,6 @@ def build_split(
     target_users = np.unique(target.nonzero()[0])
     n_rel = np.diff(pos_target.indptr)
     users = np.flatnonzero(n_rel > 0).astype(np.int64)
-    cold = np.diff(train.indptr) == 0  # no training interaction at all
     n_cold = int(cold[target_users].sum())
     n_cold_eval = int(cold[users].sum())
     return EvalSplit(
@@ -135,6 +153,7 @@ def build_split(
               "cold_users_evaluated": n_cold_eval},
         n_cold_users=n_cold,
         n_cold_evaluated=n_cold_eval,
+        offset=offset,
     )
 
 
@@ -194,12 +213,14 @@ def _work_dtype(a: np.ndarray) -> np.dtype:
     return np.dtype(np.float32 if a.size == 0 or np.abs(a).max() < 2**24 else np.float64)
 
 
-def _fit_width(a: np.ndarray, n_items: int) -> np.ndarray:
-    """Cornac: items the model does not know get the row's minimum score; extra columns are cut."""
-    if a.shape[-1] < n_items:
-        pad = np.repeat(a.min(axis=-1, keepdims=True), n_items - a.shape[-1], axis=-1)
-        return np.concatenate([a, pad.astype(a.dtype)], axis=-1)
-    return a[..., :n_items]
+def _fit_width(a: np.ndarray, n_items: int, offset: int = 0) -> np.ndarray:
+    """The columns ``offset .. offset + n_items - 1`` of ``a``. Cornac: items the model does
+    not know (beyond its width) get the row's minimum score; extra columns are cut."""
+    end = offset + n_items
+    if a.shape[-1] < end:
+        pad = np.repeat(a.min(axis=-1, keepdims=True), end - a.shape[-1], axis=-1)
+        a = np.concatenate([a, pad.astype(a.dtype)], axis=-1)
+    return a[..., offset:end]
 
 
 def topk_values(F: torch.Tensor, k: int) -> torch.Tensor:
@@ -312,7 +333,7 @@ def _top_shared(row: np.ndarray, M: sp.csr_matrix, rr, rc, K: int, users: np.nda
 
 
 def _relevant_ranks(S: np.ndarray, M: sp.csr_matrix, R: sp.csr_matrix, rr: np.ndarray, K: int,
-                    users: np.ndarray, n_items: int) -> tuple[np.ndarray, int]:
+                    users: np.ndarray, n_items: int, offset: int = 0) -> tuple[np.ndarray, int]:
     """Rank of each relevant (user, item) pair of ``R`` (1-based; 0 = not in the top K), and
     how many users were re-ranked exactly.
 
@@ -326,9 +347,9 @@ def _relevant_ranks(S: np.ndarray, M: sp.csr_matrix, R: sp.csr_matrix, rr: np.nd
     restore = None
     try:
         if b > 1 and S.strides[0] == 0:  # one row broadcast to every user
-            top = _top_shared(_fit_width(S[0], n_items), M, rr, rc, K, users)
+            top = _top_shared(_fit_width(S[0], n_items, offset), M, rr, rc, K, users)
         else:
-            S = _fit_width(S, n_items)
+            S = _fit_width(S, n_items, offset)
             F, restore = _mask_scores(S, M)  # the last thing it does is the masking
             top = _top_dense(F, S, rr, rc, K, users)
         s_k = top.top_values.min(axis=1)
@@ -391,7 +412,7 @@ def evaluate(
         rc, rv = R.indices, R.data
         n_rel = np.diff(R.indptr)
         rr = np.repeat(np.arange(b), n_rel)
-        rank, n_reranked = _relevant_ranks(S, M, R, rr, K, u, n_items)
+        rank, n_reranked = _relevant_ranks(S, M, R, rr, K, u, n_items, split.offset)
         n_fallback += n_reranked
 
         # Metrics from the ranks: sums over each user's relevant items.

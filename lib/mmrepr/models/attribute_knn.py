@@ -18,6 +18,14 @@ the items x attributes matrix X:
 Self-similarity is 0; for every target item j only the k largest non-zero sim(i, j) are
 kept. Weighting of X (rows = items): ``tfidf`` x -> sqrt(x) * log(N / (1 + df)),
 ``bm25`` x -> x (K1+1) / (K1 ((1-B) + B len/avg_len) + x) * log(N / (1 + df)).
+
+Cold items (no training interaction): the neighbours i are warm items only (a user has no
+cold training item, so a cold neighbour could only take a slot), and the weighting's
+statistics (N, df, average length) come from the warm items; every item, cold ones
+included, is a target j. So Attribute Item-kNN ranks cold items by their attributes'
+similarity to the user's training items, and the warm items' similarities are those of a
+model built on the warm items alone. ElliotItemKNN's item vectors are interactions: a cold
+item has none, so it cannot rank cold items (lowest warm score, as every ID-only model).
 """
 
 from __future__ import annotations
@@ -35,33 +43,46 @@ WEIGHTINGS = ("none", "tfidf", "bm25")
 _BLOCK_ELEMENTS = 1 << 25
 
 
-def tf_idf(x: sp.csr_matrix) -> sp.csr_matrix:
-    x = sp.coo_matrix(x, dtype=np.float64)
-    idf = np.log(x.shape[0] / (1.0 + np.bincount(x.col, minlength=x.shape[1])))
+def _idf(x: sp.csr_matrix, ref: np.ndarray | None) -> np.ndarray:
+    """log(N / (1 + df)) over the reference rows (all rows when ``ref`` is None)."""
+    r = x if ref is None else x[np.flatnonzero(ref)]
+    r = sp.coo_matrix(r)
+    return np.log(r.shape[0] / (1.0 + np.bincount(r.col, minlength=x.shape[1])))
+
+
+def tf_idf(x: sp.csr_matrix, ref: np.ndarray | None = None) -> sp.csr_matrix:
+    x = sp.csr_matrix(x, dtype=np.float64)
+    idf = _idf(x, ref)
+    x = x.tocoo()
     x.data = np.sqrt(x.data) * idf[x.col]
     return x.tocsr()
 
 
-def bm25(x: sp.csr_matrix, k1: float = 1.2, b: float = 0.75) -> sp.csr_matrix:
+def bm25(x: sp.csr_matrix, k1: float = 1.2, b: float = 0.75, ref: np.ndarray | None = None) -> sp.csr_matrix:
     if not (0 < b < 1 and k1 > 0):
         raise ValueError(f"bm25: need 0 < B < 1 and K1 > 0, got B={b}, K1={k1}")
-    x = sp.coo_matrix(x, dtype=np.float64)
-    idf = np.log(x.shape[0] / (1.0 + np.bincount(x.col, minlength=x.shape[1])))
+    x = sp.csr_matrix(x, dtype=np.float64)
+    idf = _idf(x, ref)
     row_sums = np.ravel(x.sum(axis=1))
-    length_norm = (1.0 - b) + b * row_sums / row_sums.mean()
+    avg = row_sums.mean() if ref is None else row_sums[np.asarray(ref, dtype=bool)].mean()
+    x = x.tocoo()
+    length_norm = (1.0 - b) + b * row_sums / avg
     x.data = x.data * (k1 + 1.0) / (k1 * length_norm[x.row] + x.data) * idf[x.col]
     return x.tocsr()
 
 
-def weight_attributes(x, weighting: str | None, k1: float = 1.2, b: float = 0.75) -> sp.csr_matrix:
+def weight_attributes(x, weighting: str | None, k1: float = 1.2, b: float = 0.75,
+                      ref: np.ndarray | None = None) -> sp.csr_matrix:
+    """``ref``: bool per row, the rows whose statistics (N, df, average length) are used
+    (the warm items; None: all rows)."""
     w = "none" if weighting is None else str(weighting).lower().replace("-", "")
     x = sp.csr_matrix(x, dtype=np.float64)
     if w == "none":
         return x
     if w == "tfidf":
-        return tf_idf(x)
+        return tf_idf(x, ref)
     if w == "bm25":
-        return bm25(x, k1, b)
+        return bm25(x, k1, b, ref)
     raise ValueError(f"unknown weighting {weighting!r}; allowed {WEIGHTINGS}")
 
 
@@ -74,8 +95,11 @@ def item_similarity(
     tversky_alpha: float = 1.0,
     tversky_beta: float = 1.0,
     verbose: bool = False,
+    candidates: np.ndarray | None = None,
 ) -> sp.csr_matrix:
-    """W (items x items), W[i, j] = sim(i, j) for the k nearest neighbours i of target j."""
+    """W (items x items), W[i, j] = sim(i, j) for the k nearest neighbours i of target j.
+
+    ``candidates``: bool per item, the items that may be a neighbour i (None: all)."""
     if similarity not in SIMILARITIES:
         raise ValueError(f"unknown similarity {similarity!r}; allowed {SIMILARITIES}")
     x = sp.csr_matrix(x, dtype=np.float64)
@@ -83,36 +107,43 @@ def item_similarity(
         x = x.copy()
         x.data[:] = 1.0
     n = x.shape[0]
-    k = min(int(k), n)
+    cand = np.arange(n) if candidates is None else np.flatnonzero(np.asarray(candidates, dtype=bool))
+    pos = np.full(n, -1)
+    pos[cand] = np.arange(len(cand))  # item -> its row among the candidates
+    k = min(int(k), len(cand))
     if k < 1:
         raise ValueError(f"k (neighbours) must be >= 1, got {k}")
-    sq = np.ravel(x.multiply(x).sum(axis=1))  # sum of squares per item
-    norm = np.sqrt(sq)
+    sq_all = np.ravel(x.multiply(x).sum(axis=1))  # sum of squares per item
+    norm_all = np.sqrt(sq_all)
+    sq, norm = sq_all[cand], norm_all[cand]  # the neighbours' (rows of each block)
+    xc = x[cand] if candidates is not None else x
     xt = x.T.tocsc()
-    block = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    block = max(1, _BLOCK_ELEMENTS // max(len(cand), 1))
     rows, cols, vals = [], [], []
     for start in tqdm(range(0, n, block), desc="item similarity", disable=not verbose, leave=False):
         stop = min(n, start + block)
-        dots = np.asarray((x @ xt[:, start:stop]).todense())  # (n, block): column j = target
+        dots = np.asarray((xc @ xt[:, start:stop]).todense())  # (n_cand, block): column j = target
         tgt = np.arange(start, stop)
         if similarity == "cosine":
-            s = dots / (norm[:, None] * norm[None, tgt] + shrink + 1e-6)
+            s = dots / (norm[:, None] * norm_all[None, tgt] + shrink + 1e-6)
         elif similarity == "asymmetric":
             a = asymmetric_alpha
-            s = dots / (np.power(norm[None, tgt], 2 * a) * np.power(norm[:, None], 2 * (1 - a)) + shrink + 1e-6)
+            s = dots / (np.power(norm_all[None, tgt], 2 * a) * np.power(norm[:, None], 2 * (1 - a)) + shrink + 1e-6)
         elif similarity == "jaccard":
-            s = dots / (sq[None, tgt] + sq[:, None] - dots + shrink + 1e-6)
+            s = dots / (sq_all[None, tgt] + sq[:, None] - dots + shrink + 1e-6)
         elif similarity == "tversky":
             s = dots / (
-                dots + (sq[None, tgt] - dots) * tversky_alpha + (sq[:, None] - dots) * tversky_beta + shrink + 1e-6
+                dots + (sq_all[None, tgt] - dots) * tversky_alpha + (sq[:, None] - dots) * tversky_beta
+                + shrink + 1e-6
             )
         else:  # dot
             s = dots / shrink if shrink else dots
-        s[tgt, np.arange(stop - start)] = 0.0  # no self-similarity
+        own = pos[tgt] >= 0
+        s[pos[tgt][own], np.flatnonzero(own)] = 0.0  # no self-similarity
         top = np.argpartition(-s, k - 1, axis=0)[:k]  # (k, block)
         tv = np.take_along_axis(s, top, axis=0)
         keep = tv != 0
-        rows.append(top[keep])
+        rows.append(cand[top[keep]])
         cols.append(np.broadcast_to(tgt[None, :], top.shape)[keep])
         vals.append(tv[keep])
     w = sp.csr_matrix(
@@ -124,6 +155,8 @@ def item_similarity(
 
 class AttributeItemKNN(MMReprRecommender):
     """``k`` is the number of neighbours (as in Cornac's ItemKNN)."""
+
+    scores_cold_items = True  # by attribute similarity to the user's (warm) training items
 
     def __init__(
         self,
@@ -169,7 +202,8 @@ class AttributeItemKNN(MMReprRecommender):
         return x
 
     def _fit(self, train_set, val_set):
-        x = weight_attributes(self._item_vectors(train_set), self.weighting, self.bm25_k1, self.bm25_b)
+        x = weight_attributes(self._item_vectors(train_set), self.weighting, self.bm25_k1, self.bm25_b,
+                              ref=self.warm_items)
         self.W = item_similarity(
             x,
             self.k,
@@ -179,6 +213,7 @@ class AttributeItemKNN(MMReprRecommender):
             self.tversky_alpha,
             self.tversky_beta,
             verbose=self.verbose,
+            candidates=self.warm_items,  # neighbours: warm items only (module docstring)
         )
         self._after_epoch(1)
 
@@ -204,6 +239,8 @@ class ElliotItemKNN(AttributeItemKNN):
     which is the comparison the keyword question needs. No feature weighting (STUDY.md
     gives it to Attribute Item-kNN only).
     """
+
+    scores_cold_items = False  # a cold item has no interaction vector
 
     def __init__(
         self,

@@ -2,9 +2,19 @@
 the epoch loop with ``epoch_callback``, and state snapshots.
 
 Index space: Cornac's ``BaseMethod`` builds the training ``Dataset`` first, so train items
-get the global indices ``0 .. train_set.num_items-1`` (``train_set.iid_map``), and users
-likewise. Every score array here covers exactly those ``train_set.num_items`` items
-(Cornac's ``Recommender.rank`` gives items seen only in validation/test the minimum score).
+get the global indices ``0 .. n_warm-1``, and users likewise. Stage 4 gives our models a
+training ``Dataset`` over the whole catalogue (``mmrepr.training.data.full_catalogue``): the
+*cold* items (no training interaction, only in validation/test) are appended after the warm
+ones. Every score array here covers exactly ``train_set.num_items`` items.
+
+Cold items (docs/models.md, "Cold items"): the base class derives ``warm_items`` from the
+training matrix (an item with at least one training interaction); nothing may be learned
+from a cold item's own ID. :class:`BPRSampler` draws negatives from warm items only; an
+:class:`EmbeddingRecommender` creates its item ID table with :meth:`~EmbeddingRecommender._id_table`
+and reads it through :meth:`~EmbeddingRecommender._ids`, which zeroes the cold rows (so
+they get no gradient and perturbing them changes nothing); a model that cannot rank cold
+items (``scores_cold_items = False``) gives every cold item the user's lowest warm score
+(:func:`cold_items_at_min`, Cornac's rule for items a model does not know).
 """
 
 from __future__ import annotations
@@ -125,18 +135,45 @@ def effective_top_k(top_k: int, n_items: int, name: str) -> int:
     return top_k
 
 
+def warm_item_mask(csr: sp.spmatrix) -> np.ndarray:
+    """Bool per item (column): True when it has at least one training interaction."""
+    csc = sp.csc_matrix(csr)
+    return np.diff(csc.indptr) > 0
+
+
+def cold_items_at_min(scores: np.ndarray, warm: np.ndarray) -> np.ndarray:
+    """``scores`` with every cold column set to the row's lowest warm score (in place when
+    writable): a model that cannot rank cold items gives them one constant per user that
+    never beats a warm item (Cornac's ``Recommender.rank`` rule for unknown items)."""
+    cold = ~np.asarray(warm, dtype=bool)
+    if not cold.any() or scores.shape[0] == 0:
+        return scores
+    if not scores.flags.writeable:
+        scores = np.array(scores)
+    floor = scores[:, warm].min(axis=1, keepdims=True) if warm.any() else np.zeros((scores.shape[0], 1), scores.dtype)
+    scores[:, cold] = floor
+    return scores
+
+
 class BPRSampler:
     """Seeded epoch iterator over all training interactions, shuffled, with one uniform
     negative per positive drawn from the items the user has *not* interacted with (MMRec's
-    and Cornac's ``uij_iter`` behaviour, vectorised)."""
+    and Cornac's ``uij_iter`` behaviour, vectorised).
+
+    Negatives come from the *warm* items only (columns with a training interaction): a cold
+    item is never a negative, so nothing is learned from its ID. Warm items are drawn as
+    ``warm[rng.integers(0, n_warm)]``; when the catalogue has no cold item (or they are
+    appended after the warm ones) these are exactly the draws of ``rng.integers(0, n_items)``.
+    """
 
     def __init__(self, csr: sp.csr_matrix, seed: int):
         coo = csr.tocoo()
         self.users = coo.row.astype(np.int64)
         self.items = coo.col.astype(np.int64)
         self.n_items = csr.shape[1]
+        self.warm = np.flatnonzero(warm_item_mask(csr)).astype(np.int64)
         self._keys = np.unique(self.users * self.n_items + self.items)
-        full = np.flatnonzero(np.diff(csr.indptr) >= self.n_items)
+        full = np.flatnonzero(np.diff(csr.indptr) >= len(self.warm))
         if full.size:
             raise ValueError(f"users {full[:3].tolist()} interacted with every item: no negative to sample")
         self.rng = np.random.default_rng(seed)
@@ -148,14 +185,15 @@ class BPRSampler:
         return -(-len(self.users) // batch_size)
 
     def _negatives(self, users: np.ndarray) -> np.ndarray:
-        neg = self.rng.integers(0, self.n_items, size=len(users))
+        n_warm = len(self.warm)
+        neg = self.warm[self.rng.integers(0, n_warm, size=len(users))]
         todo = np.arange(len(users))
         while todo.size:
             keys = users[todo] * self.n_items + neg[todo]
             pos = np.searchsorted(self._keys, keys)
             hit = (pos < len(self._keys)) & (self._keys[np.minimum(pos, len(self._keys) - 1)] == keys)
             todo = todo[hit]
-            neg[todo] = self.rng.integers(0, self.n_items, size=todo.size)
+            neg[todo] = self.warm[self.rng.integers(0, n_warm, size=todo.size)]
         return neg
 
     def epoch_arrays(self, negatives: bool = True) -> tuple[np.ndarray, ...]:
@@ -199,6 +237,9 @@ class MMReprRecommender(Recommender):
     """
 
     epoch_callback: Callable[["MMReprRecommender", int], bool] | None = None
+    # False: the model has nothing but IDs (or interactions) to score an item with, so a
+    # cold item gets the user's lowest warm score (:func:`cold_items_at_min`).
+    scores_cold_items: bool = False
 
     def __init__(
         self,
@@ -238,6 +279,8 @@ class MMReprRecommender(Recommender):
         self.diverged = False
         self._train_csr = train_set.csr_matrix.tocsr().astype(np.float32)
         self._train_csr.data[:] = 1.0  # every training interaction is a positive (MMRec/Elliot)
+        # the cold-item mask every model uses: items with no training interaction
+        self.warm_items = warm_item_mask(self._train_csr)
         self._fit(train_set, val_set)
         return self
 
@@ -263,7 +306,10 @@ class MMReprRecommender(Recommender):
         bad = users[(users < 0) | (users >= self.num_users)]
         if bad.size:
             raise ValueError(f"{self.name}: unknown user indices {bad[:5].tolist()} (num_users={self.num_users})")
-        return np.asarray(self._score_block(users), dtype=np.float32)
+        scores = np.asarray(self._score_block(users), dtype=np.float32)
+        if not self.scores_cold_items:
+            scores = cold_items_at_min(scores, self.warm_items)
+        return scores
 
     def default_score(self):
         return 0.0
@@ -369,6 +415,24 @@ class EmbeddingRecommender(MMReprRecommender):
 
     def _pre_epoch(self) -> None:
         pass
+
+    # ---- item ID tables and the cold mask ------------------------------------------------
+    def _id_table(self, k: int) -> torch.nn.Parameter:
+        """The item ID embeddings, one row per item of the catalogue. Warm rows are
+        Xavier-uniform drawn as one (n_warm, k) table (the same draws as a warm-only model);
+        cold rows start at zero and are never read unmasked (:meth:`_ids`)."""
+        warm = torch.from_numpy(np.asarray(self.warm_items, dtype=bool))
+        t = torch.zeros(self.num_items, k)
+        t[warm] = torch.nn.init.xavier_uniform_(torch.empty(int(warm.sum()), k))
+        self._id_mask = warm.to(torch.float32)[:, None].to(self._device)
+        return torch.nn.Parameter(t)
+
+    def _ids(self, table: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """``table`` (all rows, or ``items``' rows) with the cold items' rows zeroed: a cold
+        item's ID parameters never reach a score or receive a gradient."""
+        if items is None:
+            return table * self._id_mask
+        return rows(table, items) * rows(self._id_mask, items)
 
     def _ensure_embeddings(self) -> None:
         if self._U is None:

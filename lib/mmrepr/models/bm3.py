@@ -7,6 +7,12 @@ target is the online output itself, detached and perturbed by dropout. Loss =
 (1 - cos(pred(u), drop(i))) + (1 - cos(pred(i), drop(u))) + ``lambda_reg`` * EmbLoss
 (Frobenius norms / n_items) + ``cl_weight`` * Σ_m [(1 - cos(pred(f_m), drop(i))) +
 (1 - cos(pred(f_m), drop(f_m)))]. Scores: pred(u) . pred(i).
+
+Cold items (no training interaction): BM3 scores with ID-based item embeddings only, and a
+cold item's is meaningless (its ID row is zeroed, ``_ids``; it has no graph edge). Its
+representation is instead the mean over modalities of ``pred(proj_m(f_m))``, the projected
+content that the loss's ``cl_weight`` term aligns (cosine) with the item's own online
+embedding during training: the model's best guess at the item embedding from content.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ def neg_cos(a, b):
 
 class BM3(EmbeddingRecommender):
     uses_negatives = False
+    scores_cold_items = True  # through the projected content (see the module docstring)
 
     def __init__(
         self,
@@ -53,7 +60,7 @@ class BM3(EmbeddingRecommender):
         dev = self._device
         net = nn.Module()
         net.user = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, self.k)))
-        net.item = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_items, self.k)))
+        net.item = self._id_table(self.k)
         net.predictor = nn.Linear(self.k, self.k)
         nn.init.xavier_normal_(net.predictor.weight)
         self.modalities = []
@@ -67,11 +74,14 @@ class BM3(EmbeddingRecommender):
             setattr(net, f"{key}_trs", trs)
             self.modalities.append(key)
         self.net = net
+        self._n_warm = int(self.warm_items.sum())
+        self._cold = torch.from_numpy(~self.warm_items).to(dev)
         self.adj = FixedSparse(scipy_to_torch(sym_norm_adjacency(self._train_csr), dev), symmetric=True)
 
     def _forward(self):
-        ue, ie = propagate_mean_split(self.adj, self.net.user, self.net.item, self.n_layers)
-        return ue, ie + self.net.item
+        item = self._ids(self.net.item)  # cold rows zeroed
+        ue, ie = propagate_mean_split(self.adj, self.net.user, item, self.n_layers)
+        return ue, ie + item
 
     def _batch_loss(self, batch):
         users, items = batch
@@ -92,13 +102,22 @@ class BM3(EmbeddingRecommender):
             cl = cl + neg_cos(f_online, i_target) + neg_cos(f_online, f_target)
         loss_ui = neg_cos(u_online, i_target)
         loss_iu = neg_cos(i_online, u_target)
-        # MMRec EmbLoss: sum of Frobenius norms of the *full* online matrices / n_items
-        reg = (torch.linalg.norm(u_ori) + torch.linalg.norm(i_ori)) / i_ori.shape[0]
+        # MMRec EmbLoss: sum of Frobenius norms of the *full* online matrices / n_items (the
+        # training catalogue's: cold rows are zero and do not count)
+        reg = (torch.linalg.norm(u_ori) + torch.linalg.norm(i_ori)) / self._n_warm
         return loss_ui + loss_iu + self.lambda_reg * reg + self.cl_weight * cl
 
     def _final_embeddings(self):
         u, i = self._forward()
-        return self.net.predictor(u), self.net.predictor(i)
+        pu, pi = self.net.predictor(u), self.net.predictor(i)
+        if self.modalities and bool(self._cold.any()):
+            cold = self._cold.nonzero().ravel()
+            content = torch.stack([self.net.predictor(self._modality(m, cold)) for m in self.modalities]).mean(0)
+            pi = pi.index_copy(0, cold, content)
+        return pu, pi
+
+    def _modality(self, m, items):
+        return getattr(self.net, f"{m}_trs")(rows(getattr(self.net, f"{m}_feat"), items))
 
 
 SPEC = ModelSpec("BM3", "multimodal", embedding_build(BM3), needs="features")

@@ -14,6 +14,14 @@ batched scorers and the best-epoch state the study needs around them.
   Adam moments restart at each increment: a documented deviation, small at
   ``eval_every`` = 10. The snapshot is a copy of the learned arrays.
 - MostPop and ItemKNN are fitted once and evaluated at epoch 0.
+- **Cold items** (no training interaction): Cornac's samplers draw negatives from every
+  item of their training ``Dataset``, so these models are trained on the warm items only
+  (``item_scope="warm"``) and score ``n_warm`` items; the evaluator gives the items beyond
+  (the cold ones, appended after the warm) the user's lowest score, Cornac's own rule for
+  unknown items (``ranking._fit_width``). VBPR_Cornac extends itself instead: a cold item's
+  ID part (``beta_item``, ``gamma_item``) is zero and its content part is computed from its
+  feature row, ``theta_u . (E^T f_i) + beta'^T f_i`` (the modality holds every item's row,
+  warm first, and Cornac's ``fit`` reads only the first ``n_warm``).
 """
 
 from __future__ import annotations
@@ -66,12 +74,32 @@ def _vbpr_build(hp, common):
                 verbose=common["verbose"], seed=common["seed"], **(common.get("extra") or {}))
 
 
+def _vbpr_cold_part(model) -> tuple[np.ndarray, np.ndarray]:
+    """(theta_item, visual_bias) of the cold items: the rows of the modality beyond the
+    ``n_warm`` training items, through the learned E and beta'. Cached per snapshot."""
+    cache = getattr(model, "_mm_cold_cache", None)
+    if cache is not None and cache[0] is model.emb_matrix and cache[1] is model.beta_prime:
+        return cache[2], cache[3]
+    feats = getattr(getattr(getattr(model, "train_set", None), "item_image", None), "features", None)
+    cold = np.zeros((0, model.emb_matrix.shape[0]), np.float32) if feats is None \
+        else np.asarray(feats[model.gamma_item.shape[0]:], dtype=np.float32)
+    theta, vbias = cold @ model.emb_matrix, (cold @ model.beta_prime).ravel()
+    model._mm_cold_cache = (model.emb_matrix, model.beta_prime, theta, vbias)
+    return theta, vbias
+
+
 def _vbpr_score(model, users):
     if getattr(model, "gamma_user", None) is None:
         return _per_user(model, users)
-    return _bias_plus_products(model.beta_item + model.visual_bias,
-                               [(model.gamma_user[users], model.gamma_item),
-                                (model.theta_user[users], model.theta_item)])
+    theta_c, vbias_c = _vbpr_cold_part(model)
+    n_cold = theta_c.shape[0]
+    # cold items: zero ID part (beta_item, gamma_item), their content part only
+    beta = np.concatenate([model.beta_item, np.zeros(n_cold, model.beta_item.dtype)])
+    gamma_item = np.concatenate([model.gamma_item, np.zeros((n_cold, model.gamma_item.shape[1]),
+                                                             model.gamma_item.dtype)])
+    return _bias_plus_products(beta + np.concatenate([model.visual_bias, vbias_c]),
+                               [(model.gamma_user[users], gamma_item),
+                                (model.theta_user[users], np.concatenate([model.theta_item, theta_c]))])
 
 
 # ---- BPR ----------------------------------------------------------------------------------
@@ -157,10 +185,11 @@ _bpr_get, _bpr_set = _arrays_state(("u_factors", "i_factors", "i_biases"))
 SPECS = [
     # He & McAuley's VBPR as Cornac has it; the study's VBPR is mmrepr.models.vbpr (docs/models.md)
     ModelSpec("VBPR_Cornac", "multimodal", _vbpr_build, needs="features", concat_modalities=True, score=_vbpr_score,
-              get_state=_vbpr_get, set_state=_vbpr_set, epoch_attr="n_epochs", label="VBPR (Cornac, He & McAuley)"),
+              get_state=_vbpr_get, set_state=_vbpr_set, epoch_attr="n_epochs", label="VBPR (Cornac, He & McAuley)",
+              item_scope="warm"),
     ModelSpec("BPR", "baseline", _bpr_build, space=BPR_SPACE, score=_bpr_score, get_state=_bpr_get,
-              set_state=_bpr_set, epoch_attr="max_iter"),
-    ModelSpec("MostPop", "baseline", _mostpop_build, epochwise=False, score=_mostpop_score),
+              set_state=_bpr_set, epoch_attr="max_iter", item_scope="warm"),
+    ModelSpec("MostPop", "baseline", _mostpop_build, epochwise=False, score=_mostpop_score, item_scope="warm"),
     ModelSpec("ItemKNN", "baseline", _itemknn_build, epochwise=False, space=_KNN_SPACE, score=_itemknn_score,
-              label="Cornac's Item-kNN", keyword_reference=2),
+              label="Cornac's Item-kNN", keyword_reference=2, item_scope="warm"),
 ]

@@ -12,6 +12,7 @@ features + the same for visual) (MMRec ``reg_weight``), no L2 term.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -35,6 +36,8 @@ def bpr(u, p, n):
 
 
 class FREEDOM(EmbeddingRecommender):
+    scores_cold_items = True  # through its warm content neighbours
+
     def __init__(
         self,
         name: str = "FREEDOM",
@@ -63,10 +66,11 @@ class FREEDOM(EmbeddingRecommender):
     def _build(self, train_set):
         v, t = multimodal_features(train_set, self.name)
         dev, n = self._device, self.num_items
-        self._top_k = effective_top_k(self.top_k, n, self.name)
+        cand = torch.from_numpy(np.flatnonzero(self.warm_items)).to(dev)  # possible neighbours: warm items
+        self._top_k = effective_top_k(self.top_k, len(cand), self.name)
         net = nn.Module()
         net.user = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, self.k)))
-        net.item = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n, self.k)))
+        net.item = self._id_table(self.k)
         self.modalities, graphs = [], {}
         for key, feats in (("v", v), ("t", t)):
             if feats is None:
@@ -74,7 +78,7 @@ class FREEDOM(EmbeddingRecommender):
             x = torch.from_numpy(feats).to(dev)
             setattr(net, f"{key}_feat", nn.Parameter(x.clone()))  # from_pretrained(freeze=False)
             setattr(net, f"{key}_trs", nn.Linear(x.shape[1], self.k))
-            graphs[key] = freedom_knn_graph(x, self._top_k)
+            graphs[key] = freedom_knn_graph(x, self._top_k, cand)
             self.modalities.append(key)
         self.net = net
         if len(graphs) == 2:
@@ -107,10 +111,11 @@ class FREEDOM(EmbeddingRecommender):
         )
 
     def _forward(self, adj):
-        h = self.net.item
+        item = self._ids(self.net.item)  # cold rows zeroed
+        h = item
         for _ in range(self.n_mm_layers):
             h = spmm(self.mm_adj, h)
-        ue, ie = propagate_mean_split(adj, self.net.user, self.net.item, self.n_ui_layers)
+        ue, ie = propagate_mean_split(adj, self.net.user, item, self.n_ui_layers)
         return ue, ie + h
 
     def _modality(self, m, items):

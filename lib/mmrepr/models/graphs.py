@@ -34,20 +34,29 @@ def l2_normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def knn_indices(features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def knn_indices(features: torch.Tensor, k: int, candidates: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Row i's k most cosine-similar rows (itself included, as in the reference).
+
+    ``candidates``: the row indices a neighbour may be (None: every row). Stage 4 passes
+    the warm items, so a cold item (no training interaction, its ID row zeroed) is never
+    anyone's neighbour while every item, cold ones included, gets warm neighbours; the warm
+    rows' neighbours are then those of a graph over the warm items alone.
 
     Returns ``(rows, cols)`` of length n*k, rows sorted, cols by decreasing similarity.
     """
     n = features.shape[0]
-    if not 1 <= k <= n:
-        raise ValueError(f"kNN graph: top_k={k} must be in [1, n_items={n}]")
+    m = n if candidates is None else int(candidates.shape[0])
+    if not 1 <= k <= m:
+        raise ValueError(f"kNN graph: top_k={k} must be in [1, n_candidates={m}]")
     fn = l2_normalise(features.float())
-    block = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    ref = fn if candidates is None else fn.index_select(0, candidates)
+    block = max(1, _BLOCK_ELEMENTS // max(m, 1))
     cols = []
     for start in range(0, n, block):
-        sim = fn[start : start + block] @ fn.T
-        cols.append(torch.topk(sim, k, dim=-1).indices)
+        sim = fn[start : start + block] @ ref.T
+        idx = torch.topk(sim, k, dim=-1).indices
+        cols.append(idx if candidates is None else candidates[idx])
     cols = torch.cat(cols).reshape(-1)
     rows = torch.arange(n, device=features.device).repeat_interleave(k)
     return rows, cols
@@ -68,23 +77,23 @@ def sym_normalise(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, 
     return d[rows] * values * d[cols]
 
 
-def lattice_knn_graph(features: torch.Tensor, k: int, rows=None, cols=None):
+def lattice_knn_graph(features: torch.Tensor, k: int, rows=None, cols=None, candidates=None):
     """LATTICE: weighted top-k cosine graph (values = similarities, not normalised).
 
     ``rows``/``cols`` may be passed in when the neighbour selection is already known.
     Values are differentiable w.r.t. ``features``; the top-k *selection* is not (as with
     ``torch.topk`` in the reference)."""
     if rows is None:
-        rows, cols = knn_indices(features.detach(), k)
+        rows, cols = knn_indices(features.detach(), k, candidates)
     return rows, cols, cosine_values(features, rows, cols)
 
 
 @torch.no_grad()
-def freedom_knn_graph(features: torch.Tensor, k: int):
+def freedom_knn_graph(features: torch.Tensor, k: int, candidates: torch.Tensor | None = None):
     """FREEDOM: binary top-k graph, symmetrically normalised by row degree.
 
     Every row has exactly k entries, so every value is 1/k (reference: ``get_knn_adj_mat``)."""
-    rows, cols = knn_indices(features, k)
+    rows, cols = knn_indices(features, k, candidates)
     ones = torch.ones(rows.shape[0], dtype=torch.float32, device=features.device)
     n = features.shape[0]
     deg = 1e-7 + torch.zeros(n, device=features.device).index_add(0, rows, ones)

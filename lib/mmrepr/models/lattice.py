@@ -10,11 +10,16 @@ gradients into the projections, features and modality weights) at the first batc
 fixed (detached) until the next rebuild; scoring always uses a freshly built graph, as the
 reference's ``full_sort_predict`` does.
 Item embeddings: LightGCN output over D^-1(A+I) plus L2-normalised item-graph output.
+Cold items (no training interaction): the item graphs cover every item but a neighbour is
+always a warm item (``knn_indices(candidates=warm)``); the ID rows are zeroed (``_ids``)
+before both propagations, so a cold item's embedding is the normalised sum of its warm
+content neighbours' ID embeddings (the user-item part is zero: it has no edge).
 Loss: BPR + ``lambda_reg`` * 1/2 (|u|^2+|i+|^2+|i-|^2) / batch_size (MMRec ``reg_weight``).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -34,6 +39,7 @@ from mmrepr.models.spec import ModelSpec, embedding_build
 
 
 class LATTICE(EmbeddingRecommender):
+    scores_cold_items = True  # through its warm content neighbours
     lr_scheduler = (0.96, 50.0)  # MMRec LATTICE.yaml learning_rate_scheduler
 
     def __init__(
@@ -68,11 +74,12 @@ class LATTICE(EmbeddingRecommender):
     def _build(self, train_set):
         v, t = multimodal_features(train_set, self.name)
         dev, n = self._device, self.num_items
-        self._top_k = effective_top_k(self.top_k, n, self.name)
+        self._cand = torch.from_numpy(np.flatnonzero(self.warm_items)).to(dev)  # possible neighbours
+        self._top_k = effective_top_k(self.top_k, len(self._cand), self.name)
         fd = int(self.feat_embed_dim or self.k)
         net = nn.Module()
         net.user = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, self.k)))
-        net.item = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n, self.k)))
+        net.item = self._id_table(self.k)
         self.modalities = []
         self.original = {}
         for key, feats in (("v", v), ("t", t)):
@@ -83,7 +90,7 @@ class LATTICE(EmbeddingRecommender):
             setattr(net, f"{key}_feat", nn.Parameter(x.clone()))
             setattr(net, f"{key}_trs", nn.Linear(x.shape[1], fd))
             with torch.no_grad():
-                r, c, val = lattice_knn_graph(x, self._top_k)
+                r, c, val = lattice_knn_graph(x, self._top_k, candidates=self._cand)
                 self.original[key] = (r, c, sym_normalise(r, c, val, n))
             self.modalities.append(key)
         net.modal_weight = nn.Parameter(torch.tensor([0.5, 0.5]))
@@ -107,7 +114,7 @@ class LATTICE(EmbeddingRecommender):
         lr, lc, lv, orr, oc, ov = [], [], [], [], [], []
         for m in self.modalities:
             feats = getattr(self.net, f"{m}_trs")(getattr(self.net, f"{m}_feat"))
-            r, c, val = lattice_knn_graph(feats, self._top_k)
+            r, c, val = lattice_knn_graph(feats, self._top_k, candidates=self._cand)
             lr.append(r), lc.append(c), lv.append(scale[m] * val)
             r0, c0, v0 = self.original[m]
             orr.append(r0), oc.append(c0), ov.append(scale[m] * v0)
@@ -134,10 +141,11 @@ class LATTICE(EmbeddingRecommender):
         return self._propagate(self._item_adj)
 
     def _propagate(self, item_adj):
-        h = self.net.item
+        item = self._ids(self.net.item)  # cold rows zeroed
+        h = item
         for _ in range(self.n_layers):
             h = spmm(item_adj, h)
-        ue, ie = propagate_mean_split(self.adj, self.net.user, self.net.item, self.n_ui_layers)
+        ue, ie = propagate_mean_split(self.adj, self.net.user, item, self.n_ui_layers)
         return ue, ie + F.normalize(h, p=2, dim=1)
 
     def _batch_loss(self, batch):

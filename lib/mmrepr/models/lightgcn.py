@@ -4,6 +4,9 @@ Follows Cornac 3.0.1's ``LightGCN`` (the study's baseline): Xavier-uniform embed
 symmetric-normalised user-item adjacency without self loops, the mean of the layer-0..L
 embeddings, BPR (softplus) + ``lambda_reg`` * 1/2 (|u|^2 + |i+|^2 + |i-|^2) / batch on the
 propagated embeddings of the batch, Adam.
+
+Cold items: ID only, so it cannot rank them; their ID rows are zeroed before propagation
+(``_ids``) and the base class gives them the user's lowest warm score.
 """
 
 from __future__ import annotations
@@ -39,10 +42,10 @@ class LightGCN(EmbeddingRecommender):
         self.adj = FixedSparse(scipy_to_torch(sym_norm_adjacency(self._train_csr), self._device), symmetric=True)
         self.net = nn.Module()
         self.net.user = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, self.k)))
-        self.net.item = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_items, self.k)))
+        self.net.item = self._id_table(self.k)
 
     def _forward(self):
-        return propagate_mean_split(self.adj, self.net.user, self.net.item, self.n_layers)
+        return propagate_mean_split(self.adj, self.net.user, self._ids(self.net.item), self.n_layers)
 
     def _batch_loss(self, batch):
         u, i, j = batch

@@ -12,6 +12,8 @@ from mmrepr.models.spec import ModelSpec, embedding_build
 
 
 class Random(MMReprRecommender):
+    scores_cold_items = True  # chance for every item, cold ones included: the floor
+
     def __init__(
         self,
         name: str = "Random",

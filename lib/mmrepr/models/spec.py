@@ -48,12 +48,20 @@ class ModelSpec:
     label: str = ""
     # Reference for the attribute (keyword) models: lower is preferred; None: not a reference.
     keyword_reference: int | None = None
+    # Which items the model is trained over: "all" (the whole catalogue, cold items appended
+    # after the warm ones; an MMReprRecommender masks the cold items itself) or "warm" (the
+    # training items only: a model whose own sampler would draw cold items as negatives,
+    # e.g. Cornac's BPR/VBPR; it scores n_warm items, the evaluator gives the rest the
+    # user's lowest score unless its scorer extends itself). docs/models.md, "Cold items".
+    item_scope: Literal["all", "warm"] = "all"
 
     def __post_init__(self):
         if self.family not in ("multimodal", "baseline"):
             raise ValueError(f"model {self.name}: family must be 'multimodal' or 'baseline', got {self.family!r}")
         if self.needs not in (None, "features", "attributes"):
             raise ValueError(f"model {self.name}: needs must be None, 'features' or 'attributes', got {self.needs!r}")
+        if self.item_scope not in ("all", "warm"):
+            raise ValueError(f"model {self.name}: item_scope must be 'all' or 'warm', got {self.item_scope!r}")
         if self.family == "multimodal" and self.needs != "features":
             raise ValueError(f"model {self.name}: a multimodal model needs 'features'")
         for k, v in self.space.items():

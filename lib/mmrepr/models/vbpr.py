@@ -10,6 +10,9 @@ and each user by one 2k-d embedding ``p_u``; score(u, i) = p_u . item_i. Loss pe
 |item_i-|_F) / batch (MMRec ``EmbLoss``: Frobenius norms, not squared), Adam. Features are
 constant (not trained); textual then visual are concatenated, as in the reference.
 
+Cold items (no training interaction): ``e_i`` is zeroed (``_ids``), so a cold item is
+``[0 ; W f_i + b]`` and its score is the content part ``p_u[k:] . (W f_i + b)``.
+
 Hyperparameters of the study's grid: ``lr`` -> ``learning_rate``, ``factors`` -> ``k`` (the
 ID embedding and the projection are each ``k``-d, the user vector ``2k``), ``reg`` ->
 ``lambda_reg`` (MMRec ``reg_weight``).
@@ -36,6 +39,8 @@ def emb_loss_mmrec(*embeddings: torch.Tensor) -> torch.Tensor:
 
 
 class VBPR(EmbeddingRecommender):
+    scores_cold_items = True  # through W f_i + b
+
     def __init__(
         self,
         name: str = "VBPR",
@@ -57,7 +62,7 @@ class VBPR(EmbeddingRecommender):
         x = torch.from_numpy(np.concatenate(feats, axis=1) if len(feats) > 1 else feats[0])
         net = nn.Module()
         net.user = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, 2 * self.k)))
-        net.item = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_items, self.k)))
+        net.item = self._id_table(self.k)
         net.item_linear = nn.Linear(x.shape[1], self.k)
         nn.init.xavier_normal_(net.item_linear.weight)  # MMRec xavier_normal_initialization
         nn.init.zeros_(net.item_linear.bias)
@@ -67,9 +72,9 @@ class VBPR(EmbeddingRecommender):
     def item_representations(self, items: torch.Tensor | None = None) -> torch.Tensor:
         """[e_i ; W f_i + b] for the given items (all when None)."""
         if items is None:
-            return torch.cat([self.net.item, self.net.item_linear(self.features)], 1)
+            return torch.cat([self._ids(self.net.item), self.net.item_linear(self.features)], 1)
         # only the batch's rows: the same values and gradients as projecting every item
-        return torch.cat([rows(self.net.item, items), self.net.item_linear(rows(self.features, items))], 1)
+        return torch.cat([self._ids(self.net.item, items), self.net.item_linear(rows(self.features, items))], 1)
 
     def _batch_loss(self, batch):
         u, i, j = batch

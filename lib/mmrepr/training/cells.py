@@ -3,6 +3,12 @@
 A finished cell is saved under ``train/cells/`` (rows parquet, per-user parquet, then the
 JSON written last marks it done, with a fingerprint of everything that decides it); a
 rerun skips cells whose JSON and fingerprint match, whichever executor wrote them.
+
+Items: a model is trained over the whole catalogue (``ctx.catalogue``: warm items, then the
+cold ones) unless its spec says ``item_scope="warm"``; validation and selection rank the
+warm items only. A final cell is tested on every slice of ``ctx.test_slices``
+(``results.TEST_SLICES``: ``test`` = warm, ``test_cold``, ``test_all``); its per-user
+parquet holds all slices (column ``split``), and ``results.collect`` writes one file per slice.
 """
 
 from __future__ import annotations
@@ -20,22 +26,30 @@ import pandas as pd
 
 from mmrepr import timings
 from mmrepr.data.checks import check_rating_threshold
-from mmrepr.evaluation.ranking import EvalSplit, evaluate, split_from_cornac
+from mmrepr.evaluation.ranking import EvalSplit, build_split, evaluate, split_from_cornac
 from mmrepr.features.store import load_feature_set
 from mmrepr.io import read_json, sha256_json, write_csv, write_json, write_parquet
 from mmrepr.models import adapters, registry
 from mmrepr.stages import code_hash, get_stage
 from mmrepr.training.data import (
     AlignedFeatures,
+    Catalogue,
     SplitTriples,
     align_feature_set,
     attach_features,
     build_method,
+    full_catalogue,
     train_item_ids,
     unknown_report,
 )
 from mmrepr.training.plan import Cell
-from mmrepr.training.results import PER_USER_COLUMNS, RESULT_COLUMNS, parse_metric
+from mmrepr.training.results import (
+    PER_USER_COLUMNS,
+    RESULT_COLUMNS,
+    SLICE_COLUMNS,
+    SLICES_FILE,
+    parse_metric,
+)
 
 
 @dataclass
@@ -48,9 +62,12 @@ class Context:
     train: Any  # TrainParams
     method: Any  # cornac BaseMethod
     val_split: EvalSplit
-    test_split: EvalSplit
+    test_split: EvalSplit  # the warm slice, test_slices["test"]
     user_ids: np.ndarray  # model user index -> raw id
     unknowns: pd.DataFrame
+    catalogue: Catalogue | None = None
+    # split name (results.TEST_SLICES) -> EvalSplit; test_cold only when there are cold items
+    test_slices: dict[str, EvalSplit] = field(default_factory=dict)
     feature_cache: dict[str, AlignedFeatures] = field(default_factory=dict)
     attached: tuple | None = None
     feature_loader: Any = None  # name -> FeatureSet (default: the run's feature store)
@@ -62,6 +79,39 @@ class Context:
     @property
     def cells_dir(self) -> Path:
         return self.out_dir / "cells"
+
+    def train_set_for(self, spec):
+        """The training Dataset a model is fitted on: the whole catalogue, or the warm items
+        for a spec with ``item_scope="warm"`` (Cornac's own samplers)."""
+        if spec.item_scope == "warm" or self.catalogue is None:
+            return self.method.train_set
+        return self.catalogue.train_set
+
+
+def build_test_slices(method, catalogue: Catalogue, threshold: float, mask: str) -> dict[str, EvalSplit]:
+    """``test`` (warm items, Cornac's test set: today's split), ``test_cold`` (candidates: the
+    cold items; relevant: the user's cold test items) and ``test_all`` (every item; all the
+    user's test items). Users known from training only; the user's validation positives are
+    masked in each, as in ``test``."""
+    warm = split_from_cornac("test", method.train_set, method.test_set, [method.val_set], threshold, mask=mask)
+    out = {"test": warm}
+    train = catalogue.train_set.csr_matrix
+    target = catalogue.test.csr_matrix
+    exclude = [catalogue.val.csr_matrix] if catalogue.val is not None else []
+    if catalogue.cold_ids:
+        out["test_cold"] = build_split("test_cold", train, target, exclude, threshold,
+                                       n_items=len(catalogue.cold_ids), mask=mask, offset=catalogue.n_warm)
+    out["test_all"] = build_split("test_all", train, target, exclude, threshold, n_items=catalogue.n_items,
+                                  mask=mask)
+    return out
+
+
+def slice_report(slices: dict[str, EvalSplit]) -> pd.DataFrame:
+    """Per test slice: candidate items, evaluated users, relevant (user, item) rows, and the
+    users with test rows in the slice but no relevant item (not evaluated)."""
+    return pd.DataFrame([dict(split=name, candidates=sp_.n_items, users=len(sp_.users),
+                              relevant=int(sp_.relevant[sp_.users].nnz), users_no_relevant=sp_.n_skipped_no_relevant)
+                         for name, sp_ in slices.items()], columns=SLICE_COLUMNS)
 
 
 def prepare(P, triples: SplitTriples | None = None, feature_loader=None) -> Context:
@@ -76,9 +126,11 @@ def prepare(P, triples: SplitTriples | None = None, feature_loader=None) -> Cont
     check_rating_threshold(T.rating_threshold, [r for split in (triples.train, triples.val, triples.test)
                                                 for _, _, r in split], triples.source or "the interactions")
     method = build_method(triples, T.rating_threshold, P.seed)
+    catalogue = full_catalogue(method, triples)
     mask = getattr(T, "mask_train", "positives")
     val = split_from_cornac("val", method.train_set, method.val_set, [], T.rating_threshold, mask=mask)
-    test = split_from_cornac("test", method.train_set, method.test_set, [method.val_set], T.rating_threshold, mask=mask)
+    slices = build_test_slices(method, catalogue, T.rating_threshold, mask)
+    test = slices["test"]
     uid = method.train_set.uid_map
     n_users = max(len(method.global_uid_map), 1)
     user_ids = np.empty(n_users, dtype=object)
@@ -92,8 +144,10 @@ def prepare(P, triples: SplitTriples | None = None, feature_loader=None) -> Cont
     unk["users_cold"] = [0, val.n_cold_users, test.n_cold_users]
     unk["users_cold_evaluated"] = [0, val.n_cold_evaluated, test.n_cold_evaluated]
     write_csv(unk, out_dir / "unknowns.csv")
+    write_csv(slice_report(slices), out_dir / SLICES_FILE)
     loader = feature_loader or (lambda name: load_feature_set(P.run_dir, name))
-    return Context(P.profile, Path(P.run_dir), out_dir, T, method, val, test, user_ids, unk, feature_loader=loader,
+    return Context(P.profile, Path(P.run_dir), out_dir, T, method, val, test, user_ids, unk, catalogue=catalogue,
+                   test_slices=slices, feature_loader=loader,
                    inputs_hash=sha256_json(dict(data=_triples_hash(triples), code=training_code_hash())))
 
 
@@ -196,7 +250,8 @@ def load_cell(ctx: Context, cell: Cell) -> dict | None:
 def _features_for(ctx: Context, name: str) -> AlignedFeatures:
     if name not in ctx.feature_cache:
         fs = ctx.feature_loader(name)
-        ctx.feature_cache[name] = align_feature_set(fs, train_item_ids(ctx.method))
+        ids = ctx.catalogue.item_ids if ctx.catalogue is not None else train_item_ids(ctx.method)
+        ctx.feature_cache[name] = align_feature_set(fs, ids)
     return ctx.feature_cache[name]
 
 
@@ -210,14 +265,14 @@ def _attach(ctx: Context, model: str, feature_set: str) -> dict:
                     random_weights=bool(al.meta.get("random_weights", False)),
                     n_missing_zeroed=al.n_missing_zeroed, roles=sorted(al.matrices))
         if ctx.attached != key:
-            attach_features(ctx.method, al, concat_for_single_matrix=spec.concat_modalities)
+            attach_features(ctx.method, al, concat_for_single_matrix=spec.concat_modalities, catalogue=ctx.catalogue)
     elif spec.needs == "attributes":
         al = _features_for(ctx, feature_set)
         info = dict(feature_kind=al.meta.get("kind", "real"), n_missing_zeroed=al.n_missing_zeroed)
         if ctx.attached != key:
-            attach_features(ctx.method, None, attributes=al)
+            attach_features(ctx.method, None, attributes=al, catalogue=ctx.catalogue)
     elif ctx.attached is not None and ctx.attached[0] is not None:
-        attach_features(ctx.method, None)
+        attach_features(ctx.method, None, catalogue=ctx.catalogue)
     ctx.attached = key
     return info
 
@@ -241,40 +296,45 @@ def run_cell(ctx: Context, cell: Cell) -> dict:
         return r.mean(sel.metric, sel.k), {key: r.mean(*key) for key in r.values}
 
     t0 = time.perf_counter()
-    elog = adapters.train_epochwise(model, ctx.method.train_set, ctx.method.val_set, val_eval, n_epochs,
+    elog = adapters.train_epochwise(model, ctx.train_set_for(spec), ctx.method.val_set, val_eval, n_epochs,
                                     T.eval_every, T.early_stop_patience, spec=spec)
     fit_s = time.perf_counter() - t0
     # An intermediate pruning rung only ranks configurations on validation: no test evaluation.
-    test = evaluate(lambda u: adapters.score_users(model, u, spec), ctx.test_split, cutoffs, chunk) \
-        if cell.final else None
+    t1 = time.perf_counter()
+    slices = (ctx.test_slices or {"test": ctx.test_split}) if cell.final else {}
+    tests = {name: evaluate(lambda u: adapters.score_users(model, u, spec), split, cutoffs, chunk)
+             for name, split in slices.items()}
+    test_s = time.perf_counter() - t1
+    test = tests.get("test")
     params_s = json.dumps(cell.params, sort_keys=True)
     base = dict(dataset=ctx.dataset, model=cell.model, feature_set=cell.feature_set, config_id=cell.config_id,
                 params=params_s, seed=cell.seed)
     rows = [dict(base, split="val", epoch=ep, metric=m, k=k, value=v) for ep, vals in elog.evaluations
             for (m, k), v in vals.items()]
-    if test is not None:
-        rows += [dict(base, split="test", epoch=elog.best_epoch, metric=m, k=k, value=test.mean(m, k))
-                 for (m, k) in test.values]
+    for name, res in tests.items():
+        rows += [dict(base, split=name, epoch=elog.best_epoch, metric=m, k=k, value=res.mean(m, k))
+                 for (m, k) in res.values]
     meta_p, rows_p, users_p = cell_paths(ctx, cell)
     write_parquet(pd.DataFrame(rows, columns=RESULT_COLUMNS), rows_p)
-    if test is not None:
-        pu = test.per_user_frame()
+    frames = []
+    for name, res in tests.items():
+        pu = res.per_user_frame()
         pu["user"] = ctx.user_ids[pu["user"].to_numpy()].astype(str)
-        pu = pu[PER_USER_COLUMNS]
-    else:
-        pu = pd.DataFrame(columns=PER_USER_COLUMNS)
-    write_parquet(pu, users_p)
+        frames.append(pu[PER_USER_COLUMNS].assign(split=name))
+    write_parquet(pd.concat(frames, ignore_index=True) if frames
+                  else pd.DataFrame(columns=PER_USER_COLUMNS + ["split"]), users_p)
     meta = dict(
         key=cell.key, model=cell.model, feature_set=cell.feature_set, config_id=cell.config_id, params=cell.params,
         seed=cell.seed, fingerprint=cell_fingerprint(ctx, cell), best_epoch=elog.best_epoch,
         best_val=elog.best_value, selection_metric=T.selection_metric, stopped_early=elog.stopped_early,
         epochs_evaluated=[e for e, _ in elog.evaluations], epoch_budget=n_epochs,
         test_tie_fallback_users=test.n_tie_fallback if test is not None else 0,
+        slice_tie_fallback_users={name: int(r.n_tie_fallback) for name, r in tests.items()},
         diverged=bool(getattr(model, "diverged", False)), **info,
     )
     write_json(meta_p, meta)  # last: marks the cell done
     # measured, so kept out of the cell's outputs: one timing file per cell (safe for Ray workers)
-    timings.record(ctx.run_dir, "train", cell.key, fit_seconds=round(fit_s, 3))
+    timings.record(ctx.run_dir, "train", cell.key, fit_seconds=round(fit_s, 3), test_seconds=round(test_s, 3))
     return meta
 
 

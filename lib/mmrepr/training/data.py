@@ -1,18 +1,24 @@
 """Stage 1's splits and stage 2/3's feature sets, into Cornac.
 
 - The fixed splits enter through ``cornac.eval_methods.BaseMethod.from_splits`` with
-  ``exclude_unknowns=True``: validation/test rows whose user or item never appears in
-  training cannot be scored by any model and are left out of the evaluation; they are
-  counted first (:func:`unknown_report`), never dropped silently.
+  ``exclude_unknowns=True``: its training ``Dataset`` holds the warm items (indices
+  ``0 .. n_warm-1``) and its validation/test sets the rows of known users and warm items;
+  this is what training, validation and the ``test`` (warm) slice use, unchanged. Rows of
+  users unknown to training are counted (:func:`unknown_report`) and never evaluated.
+- The whole catalogue (:func:`full_catalogue`): the *cold* items (in validation/test, with
+  no training interaction) are appended after the warm ones, ``n_warm .. n_all-1`` (sorted
+  by raw id); a second training ``Dataset`` over all of them (same users and interactions)
+  is what models built over every item train on, and the validation/test interactions of
+  known users over all items feed the ``test_cold`` and ``test_all`` slices.
 - A feature set becomes Cornac modalities aligned row by row to ``train_set.iid_map``:
   ``item_image=ImageModality(features=visual)`` and ``item_text=TextModality(features=
   textual)`` (Cornac 3.0.1's ``BaseMethod`` only accepts a ``TextModality`` as item_text;
   with no corpus it is a plain feature holder), ``item_feature=FeatureModality(attributes)``
   for attribute models (Attribute Item-kNN). A model declared with ``concat_modalities`` reads one matrix (item_image): visual and textual are
   concatenated for it (STUDY.md: one linear projection over the concatenated modalities).
-- A training item with no row in a feature set is an error naming the set and items, unless
-  the set was built with ``missing_policy: drop`` (its meta says so): then the item gets a
-  zero row and the count is reported.
+- An item (warm or cold) with no row in a feature set is an error naming the set and items,
+  unless the set was built with ``missing_policy: drop`` (its meta says so): then the item
+  gets a zero row and the count is reported.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from cornac.data import FeatureModality, ImageModality, TextModality
+from collections import OrderedDict
+
+from cornac.data import Dataset, FeatureModality, ImageModality, TextModality
 from cornac.eval_methods import BaseMethod
 
 from mmrepr.features.store import FeatureSet, FeatureSetError
@@ -108,9 +116,59 @@ def train_item_ids(method: BaseMethod) -> list[str]:
 
 
 @dataclass
+class Catalogue:
+    """Every item of the dataset in one index space: warm items first (Cornac's training
+    indices), then the cold ones. ``train_set``: the training interactions over all items
+    (cold columns empty); ``val``/``test``: those splits' interactions of known users."""
+
+    warm_ids: list[str]
+    cold_ids: list[str]
+    train_set: Dataset
+    val: Dataset | None
+    test: Dataset
+
+    @property
+    def n_warm(self) -> int:
+        return len(self.warm_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.warm_ids) + len(self.cold_ids)
+
+    @property
+    def item_ids(self) -> list[str]:
+        return self.warm_ids + self.cold_ids
+
+
+def full_catalogue(method: BaseMethod, triples: SplitTriples) -> Catalogue:
+    """The cold items appended to ``method``'s training items, and the datasets over all."""
+    warm = train_item_ids(method)
+    known = set(warm)
+    cold = sorted({i for split in (triples.val, triples.test) for _, i, _ in split} - known)
+    iid_map = OrderedDict((iid, idx) for idx, iid in enumerate(warm))
+    for iid in cold:
+        iid_map[iid] = len(iid_map)
+    ts = method.train_set
+    uid_map = OrderedDict(ts.uid_map)
+    full = Dataset(num_users=ts.num_users, num_items=len(iid_map), uid_map=uid_map, iid_map=iid_map,
+                   uir_tuple=ts.uir_tuple, timestamps=ts.timestamps, seed=ts.seed)
+
+    def known_users(data):
+        if not any(u in uid_map for u, _, _ in data):
+            return None  # nothing of known users (Cornac refuses an empty Dataset)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # duplicates: counted by stage 1
+            # copies of the maps: nothing is added (exclude_unknowns drops unknown users)
+            return Dataset.build(data, global_uid_map=OrderedDict(uid_map), global_iid_map=OrderedDict(iid_map),
+                                 seed=ts.seed, exclude_unknowns=True)
+
+    return Catalogue(warm, cold, full, known_users(triples.val), known_users(triples.test))
+
+
+@dataclass
 class AlignedFeatures:
     name: str
-    matrices: dict[str, np.ndarray]  # role -> (n_train_items, dim), rows in train index order
+    matrices: dict[str, np.ndarray]  # role -> (n_items, dim), rows in catalogue index order (warm, then cold)
     n_missing_zeroed: int = 0
     meta: dict = field(default_factory=dict)
 
@@ -126,11 +184,11 @@ def align_feature_set(fs: FeatureSet, item_ids: list[str]) -> AlignedFeatures:
     if missing:
         if fs.meta.get("missing_policy") != "drop":
             raise FeatureSetError(
-                f"feature set {fs.name!r}: {len(missing)} of {len(item_ids)} training items have no row "
+                f"feature set {fs.name!r}: {len(missing)} of {len(item_ids)} items have no row "
                 f"(first: {missing[:3]}); the set's item ids do not match the dataset"
             )
         zeroed = len(missing)
-        log.warning("feature set %r: %d training items dropped at extraction get zero rows", fs.name, zeroed)
+        log.warning("feature set %r: %d items dropped at extraction get zero rows", fs.name, zeroed)
     rows = np.array([index.get(i, -1) for i in item_ids], dtype=np.int64)
     out = {}
     for role, m in fs.matrices.items():
@@ -151,12 +209,15 @@ def align_feature_set(fs: FeatureSet, item_ids: list[str]) -> AlignedFeatures:
 
 
 def attach_features(method: BaseMethod, aligned: AlignedFeatures | None, concat_for_single_matrix: bool = False,
-                    attributes: AlignedFeatures | None = None) -> None:
-    """Put a feature set on ``method``'s datasets as Cornac modalities (replacing any before).
+                    attributes: AlignedFeatures | None = None, catalogue: Catalogue | None = None) -> None:
+    """Put a feature set on ``method``'s datasets (and ``catalogue.train_set``) as Cornac
+    modalities, replacing any before. The matrices' rows are in catalogue order (warm items,
+    then cold ones; without a catalogue, the training items only).
 
     ``concat_for_single_matrix``: visual and textual concatenated into item_image (``ModelSpec.concat_modalities``).
     """
-    ids = train_item_ids(method)
+    ids = catalogue.item_ids if catalogue is not None else train_item_ids(method)
+    id_map = catalogue.train_set.iid_map if catalogue is not None else method.global_iid_map
     image = text = feature = None
     if aligned is not None:
         v = aligned.matrices.get("visual")
@@ -175,5 +236,7 @@ def attach_features(method: BaseMethod, aligned: AlignedFeatures | None, concat_
         feature = FeatureModality(features=a, ids=ids)
     for m in (image, text, feature):
         if m is not None:
-            m.build(id_map=method.global_iid_map)  # ids are already in index order: no reordering
+            m.build(id_map=id_map)  # ids are already in index order: no reordering
     method.add_modalities(item_image=image, item_text=text, item_feature=feature)
+    if catalogue is not None:
+        catalogue.train_set.add_modalities(item_image=image, item_text=text, item_feature=feature)

@@ -12,6 +12,8 @@ nothing else from stage 4.
 | ``cells_summary.csv`` | one row per finished cell, pruning rungs included (meta without fingerprint) and :data:`SUMMARY_EXTRA` |
 | ``models.csv`` | :data:`MODEL_COLUMNS`, the declaration of every trained model (family, needs, label, keyword reference) |
 | ``failures.csv`` | cells that raised (absent when none) |
+| ``slices.csv`` | :data:`SLICE_COLUMNS`, per test slice: candidate items, evaluated users, relevant (user, item) rows, users with rows in the slice but no relevant item (written when the stage prepares its data) |
+| ``unknowns.csv`` | per split (train/val/test): rows, users, rows of users/items unknown to training (``rows_unknown_item``: the cold-item rows, out of ``test`` but in ``test_cold``/``test_all``) |
 | ``per_user/<model>__<feature set or none>__seed<seed>.parquet`` | :data:`PER_USER_COLUMNS`, test split (warm items) of the selected configuration |
 | ``per_user/<model>__<feature set or none>__seed<seed>__<slice>.parquet`` | the same for the other test slices of :data:`TEST_SLICES` (``test_cold``, ``test_all``) |
 
@@ -28,6 +30,9 @@ warm items (items with a training interaction) for the user's warm test items; `
 ranks only the cold items (no training interaction) for the user's cold test items;
 ``test_all`` ranks the whole catalogue for all the user's test items. Only users known from
 training are evaluated in each; a user with no relevant item in a slice is not in it.
+``test_cold`` exists only when the data has cold items. Each slice's rows are in
+results/best (the selected cell's test rows of every slice) and its per-user file in
+``per_user/`` (:func:`per_user_filename` with the slice).
 
 ``feature_set`` is "" for models that need no features. Metric labels look like
 ``Recall@20``: :func:`parse_metric` is the one parser.
@@ -57,6 +62,10 @@ SUMMARY_EXTRA = ["rung", "final", "pruned", "phase", "converged", "selected"]
 
 # split value -> what it ranks (docs/protocol.md, "Cold items"); "test" is the warm slice.
 TEST_SLICES = {"test": "warm items", "test_cold": "cold items", "test_all": "whole catalogue"}
+
+# slices.csv: one row per test slice (see the table above)
+SLICE_COLUMNS = ["split", "candidates", "users", "relevant", "users_no_relevant"]
+SLICES_FILE = "slices.csv"
 
 RESULTS_FILE = "results.parquet"
 BEST_FILE = "best.parquet"
@@ -157,7 +166,8 @@ def collect(out_dir: Path, cells: list, metas: dict[str, dict], failures: list[d
 
     ``cells``: every planned cell in plan order (``.key``, ``.model``, ``.feature_set``,
     ``.config_id``, ``.seed``); ``metas``: key -> meta of the finished ones;
-    ``cell_files(cell) -> (rows parquet, per-user parquet)`` of a finished cell."""
+    ``cell_files(cell) -> (rows parquet, per-user parquet)`` of a finished cell; the per-user
+    parquet has a ``split`` column naming the test slice (absent: all ``test``)."""
     out = Path(out_dir)
     done = [c for c in cells if c.key in metas]
     finals = [c for c in done if getattr(c, "epochs", None) is None]
@@ -194,9 +204,16 @@ def collect(out_dir: Path, cells: list, metas: dict[str, dict], failures: list[d
         meta = metas[c.key]
         r = results[(results["model"] == c.model) & (results["feature_set"] == c.feature_set)
                     & (results["config_id"] == c.config_id) & (results["seed"] == c.seed)]
-        best_rows.append(r[(r["split"] == "test") | (r["epoch"] == meta["best_epoch"])])
+        best_rows.append(r[r["split"].isin(list(TEST_SLICES)) | (r["epoch"] == meta["best_epoch"])])
         pu = pd.read_parquet(cell_files(c)[1])
-        write_parquet(pu, out / PER_USER_DIR / per_user_filename(c.model, c.feature_set, c.seed))
+        split_of = pu["split"] if "split" in pu.columns else pd.Series("test", index=pu.index)
+        for name in TEST_SLICES:
+            path = out / PER_USER_DIR / per_user_filename(c.model, c.feature_set, c.seed, name)
+            part = pu[split_of == name]
+            if name == "test" or len(part):
+                write_parquet(part[PER_USER_COLUMNS].reset_index(drop=True), path)
+            else:
+                path.unlink(missing_ok=True)  # no such slice (no cold items): no stale file
     best = pd.concat(best_rows, ignore_index=True) if best_rows else pd.DataFrame(columns=RESULT_COLUMNS)
     best = best[RESULT_COLUMNS]
     write_parquet(best, out / BEST_FILE)

@@ -31,6 +31,7 @@ from mmrepr.training.cells import (  # noqa: F401 - the stage's API in one place
     load_cell,
     prepare,
     run_cell,
+    slice_report,
 )
 from mmrepr.training.executor import make_executor
 from mmrepr.training.plan import (  # noqa: F401

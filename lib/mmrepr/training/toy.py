@@ -2,7 +2,8 @@
 
 Items belong to clusters; users prefer a few clusters; the ``real`` feature set carries the
 cluster (visual: one-hot + noise, textual: a random projection of it), ``noise`` does not.
-Ratings span 1..5 so the threshold matters; val/test contain some unknown users and items.
+Ratings span 1..5 so the threshold matters; val/test contain some unknown users and one cold
+item (no training interaction; every feature set has its row).
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ def make_toy_run(run_dir: Path, n_users: int = 80, n_items: int = 60, per_user: 
                                          {"visual": rng.standard_normal((n_items + 1, n_clusters)).astype(np.float32),
                                           "textual": rng.standard_normal((n_items + 1, 8)).astype(np.float32)},
                                          {"kind": "noise_gaussian", "reference": "real"}))
-    save_feature_set(run_dir, FeatureSet("text_only", items, {"textual": txt}, {"kind": "real"}))
-    save_feature_set(run_dir, FeatureSet("attrs", items, {"attributes": onehot}, {"kind": "real"}))
+    # every set has a row for the cold item too (models are built over all items)
+    save_feature_set(run_dir, FeatureSet("text_only", items + ["cold_item"],
+                                         {"textual": np.vstack([txt, np.zeros((1, 8), np.float32)])}, {"kind": "real"}))
+    save_feature_set(run_dir, FeatureSet("attrs", items + ["cold_item"],
+                                         {"attributes": np.vstack([onehot, np.eye(n_clusters, dtype=np.float32)[:1]])},
+                                         {"kind": "real"}))
     return run_dir
