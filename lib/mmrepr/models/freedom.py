@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmrepr.models.base import EmbeddingRecommender, effective_top_k, multimodal_features, rows
+from mmrepr.models.base import EmbeddingRecommender, RowGradTable, effective_top_k, multimodal_features, rows
 from mmrepr.models.graphs import (
     FixedSparse,
     edge_normalised_values,
@@ -73,6 +73,7 @@ class FREEDOM(EmbeddingRecommender):
                 continue
             x = torch.from_numpy(feats).to(dev)
             setattr(net, f"{key}_feat", nn.Parameter(x.clone()))  # from_pretrained(freeze=False)
+            self._row_grad_tables.append(RowGradTable(getattr(net, f"{key}_feat")))
             setattr(net, f"{key}_trs", nn.Linear(x.shape[1], self.k))
             graphs[key] = freedom_knn_graph(x, self._top_k)
             self.modalities.append(key)
@@ -114,7 +115,8 @@ class FREEDOM(EmbeddingRecommender):
         return ue, ie + h
 
     def _modality(self, m, items):
-        return getattr(self.net, f"{m}_trs")(rows(getattr(self.net, f"{m}_feat"), items))
+        table = self._row_grad_tables[self.modalities.index(m)]
+        return getattr(self.net, f"{m}_trs")(table.rows(items))
 
     def _batch_loss(self, batch):
         u, i, j = batch

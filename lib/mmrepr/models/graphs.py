@@ -155,6 +155,46 @@ class FixedSparse:
             idx = coo.indices().numpy()
             self.sa = sp.csr_matrix((coo.values().numpy(), (idx[0], idx[1])), shape=self.shape, dtype=np.float32)
             self.sat = self.sa if symmetric else self.sa.T.tocsr()
+        self._set_csr32()
+
+    def _set_csr32(self) -> None:
+        # torch CSR views of the SciPy arrays with int32 indices: ``torch.addmm(out, a, x,
+        # beta=0, out=out)`` then runs MKL's kernel into a preallocated output. Measured on
+        # allrecipes' graph (1 thread, load ~8): median 1.1 ms per product against SciPy's
+        # 4.5 ms (best 0.8 vs 1.2), bit-equal results; int64 indices or a fresh output cost
+        # a conversion or an allocation per call.
+        self.a32 = self.at32 = None
+        self._ws: dict = {}
+        if self.sa is None:
+            return
+
+        def csr32(m):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int32)),
+                                               torch.from_numpy(m.indices.astype(np.int32)),
+                                               torch.from_numpy(m.data), m.shape, check_invariants=False)
+
+        self.a32 = csr32(self.sa)
+        self.at32 = self.a32 if self.sat is self.sa else csr32(self.sat)
+
+    def product(self, h: np.ndarray, out: np.ndarray | None = None, transpose: bool = False) -> np.ndarray:
+        """``A @ h`` (or ``A^T @ h``) for a C-contiguous float32 ``h``, written into ``out``
+        (a fresh array when None)."""
+        a = self.at32 if transpose else self.a32
+        x = torch.from_numpy(h)
+        o = torch.empty((a.shape[0], h.shape[1]), dtype=torch.float32) if out is None else torch.from_numpy(out)
+        torch.addmm(o, a, x, beta=0.0, out=o)
+        return o.numpy()
+
+    def buffer(self, shape: tuple, slot: int) -> np.ndarray:
+        """A reusable scratch array for intermediate layers (never returned to callers):
+        fresh allocations of this size page-fault on every step."""
+        key = (tuple(shape), slot)
+        b = self._ws.get(key)
+        if b is None:
+            b = self._ws[key] = np.empty(shape, dtype=np.float32)
+        return b
 
     def to_dense(self) -> torch.Tensor:
         return self.a.to_dense()
@@ -173,6 +213,7 @@ class FixedSparse:
         new.at = new.a if self.at is self.a else copy_csr(self.at)
         new.sa = None if self.sa is None else self.sa.copy()
         new.sat = new.sa if self.sat is self.sa else (None if self.sat is None else self.sat.copy())
+        new._set_csr32()
         return new
 
 
@@ -196,11 +237,11 @@ class _ScipySpMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, fixed):
         ctx.fixed = fixed
-        return torch.from_numpy(fixed.sa @ x.detach().contiguous().numpy())
+        return torch.from_numpy(fixed.product(x.detach().contiguous().numpy()))
 
     @staticmethod
     def backward(ctx, grad):
-        return torch.from_numpy(ctx.fixed.sat @ grad.contiguous().numpy()), None
+        return torch.from_numpy(ctx.fixed.product(grad.contiguous().numpy(), transpose=True)), None
 
 
 class _ScipyPropagateMean(torch.autograd.Function):
@@ -214,8 +255,8 @@ class _ScipyPropagateMean(torch.autograd.Function):
         ctx.fixed, ctx.n_layers = fixed, n_layers
         h = x.detach().contiguous().numpy()
         out = h.copy()
-        for _ in range(n_layers):
-            h = fixed.sa @ h
+        for layer in range(n_layers):
+            h = fixed.product(h, fixed.buffer(h.shape, layer % 2))
             out += h
         out *= np.float32(1.0 / (n_layers + 1))
         return torch.from_numpy(out)
@@ -224,8 +265,8 @@ class _ScipyPropagateMean(torch.autograd.Function):
     def backward(ctx, grad):
         g = grad.contiguous().numpy()
         acc = g.copy()
-        for _ in range(ctx.n_layers):
-            g = ctx.fixed.sat @ g
+        for layer in range(ctx.n_layers):
+            g = ctx.fixed.product(g, ctx.fixed.buffer(g.shape, layer % 2), transpose=True)
             acc += g
         acc *= np.float32(1.0 / (ctx.n_layers + 1))
         return torch.from_numpy(acc), None, None
@@ -239,10 +280,11 @@ class _ScipyPropagateMeanSplit(torch.autograd.Function):
     @staticmethod
     def forward(ctx, users, items, fixed, n_layers):
         ctx.fixed, ctx.n_layers, ctx.n_users = fixed, n_layers, users.shape[0]
-        h = np.concatenate([users.detach().numpy(), items.detach().numpy()])
-        out = h.copy()
-        for _ in range(n_layers):
-            h = fixed.sa @ h
+        n, d = fixed.shape[0], users.shape[1]
+        out = np.concatenate([users.detach().numpy(), items.detach().numpy()])
+        h = out
+        for layer in range(n_layers):
+            h = fixed.product(h, fixed.buffer((n, d), layer % 2))
             out += h
         out *= np.float32(1.0 / (n_layers + 1))
         t = torch.from_numpy(out)
@@ -251,16 +293,98 @@ class _ScipyPropagateMeanSplit(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gu, gi):
         nu = ctx.n_users
-        g = np.empty((ctx.fixed.shape[0], (gu if gu is not None else gi).shape[1]), dtype=np.float32)
-        g[:nu] = 0.0 if gu is None else gu.numpy()
-        g[nu:] = 0.0 if gi is None else gi.numpy()
-        acc = g.copy()
-        for _ in range(ctx.n_layers):
-            g = ctx.fixed.sat @ g
+        acc = np.empty((ctx.fixed.shape[0], (gu if gu is not None else gi).shape[1]), dtype=np.float32)
+        acc[:nu] = 0.0 if gu is None else gu.numpy()
+        acc[nu:] = 0.0 if gi is None else gi.numpy()
+        g = acc
+        for layer in range(ctx.n_layers):
+            g = ctx.fixed.product(g, ctx.fixed.buffer(acc.shape, layer % 2), transpose=True)
             acc += g
         acc *= np.float32(1.0 / (ctx.n_layers + 1))
         t = torch.from_numpy(acc)
         return t[:nu], t[nu:], None, None
+
+
+class _ScipyPropagateMeanRows(torch.autograd.Function):
+    """Rows ``R`` of ``mean(E, AE, ..., A^L E)`` for ``E = [users; items]``: the first L-1
+    products over the whole graph, the last one only for the rows of ``R`` (``A[R] @ h``);
+    backward: ``A[R]^T G_R`` (only R's columns of A^T), then L-1 full products. A training
+    step's loss reads only the batch's rows (~6k of allrecipes' 15.6k nodes), so this does
+    ~4.8 graph products per step instead of 6 for LightGCN. The forward rows are bit-equal
+    to the full propagation's (same CSR rows, same order); the backward's first product
+    sums in column order, so gradients differ in the last float bits."""
+
+    @staticmethod
+    def forward(ctx, users, items, fixed, n_layers, user_rows, item_rows):
+        nu = users.shape[0]
+        r = np.concatenate([user_rows.numpy(), item_rows.numpy() + nu])
+        h = np.concatenate([users.detach().numpy(), items.detach().numpy()])
+        out = h[r]
+        a_r = fixed.sa[r] if n_layers > 0 else None
+        for layer in range(1, n_layers + 1):
+            if layer < n_layers:
+                h = fixed.product(h, fixed.buffer(h.shape, layer % 2))
+                out += h[r]
+            else:
+                out += a_r @ h
+        out *= np.float32(1.0 / (n_layers + 1))
+        ctx.fixed, ctx.n_layers, ctx.nu, ctx.ni, ctx.r, ctx.a_r = fixed, n_layers, nu, items.shape[0], r, a_r
+        t = torch.from_numpy(out)
+        return t[: len(user_rows)], t[len(user_rows) :]
+
+    @staticmethod
+    def backward(ctx, gu, gi):
+        nu, r = ctx.nu, ctx.r
+        nru = len(r) - (ctx.r >= nu).sum()
+        d = (gu if gu is not None else gi).shape[1]
+        g_r = np.zeros((len(r), d), dtype=np.float32)
+        if gu is not None:
+            g_r[:nru] = gu.numpy()
+        if gi is not None:
+            g_r[nru:] = gi.numpy()
+        acc = np.zeros((nu + ctx.ni, d), dtype=np.float32)
+        acc[r] = g_r
+        if ctx.n_layers > 0:
+            g = ctx.a_r.T @ g_r  # A[R]^T G_R: A^T applied to the scattered G, R's columns only
+            acc += g
+            for layer in range(ctx.n_layers - 1):
+                g = ctx.fixed.product(np.ascontiguousarray(g), ctx.fixed.buffer(acc.shape, layer % 2), transpose=True)
+                acc += g
+        acc *= np.float32(1.0 / (ctx.n_layers + 1))
+        t = torch.from_numpy(acc)
+        return t[:nu], t[nu:], None, None, None, None
+
+
+def propagate_mean_rows(adj, users: torch.Tensor, items: torch.Tensor, n_layers: int,
+                        user_rows: torch.Tensor, item_rows: torch.Tensor):
+    """``(ue[user_rows], ie[item_rows])`` of ``propagate_mean_split(adj, users, items,
+    n_layers)`` without propagating the rows nobody reads in the last layer. The row
+    indices must be distinct (``torch.unique``)."""
+    if isinstance(adj, FixedSparse) and adj.sa is not None and users.device.type == "cpu" \
+            and users.dtype == torch.float32 and items.dtype == torch.float32:
+        return _ScipyPropagateMeanRows.apply(users, items, adj, n_layers, user_rows, item_rows)
+    ue, ie = propagate_mean_split(adj, users, items, n_layers)
+    return ue.index_select(0, user_rows), ie.index_select(0, item_rows)
+
+
+class _ScipySpMMRows(torch.autograd.Function):
+    """``(adj @ x)[rows]`` as ``adj[rows] @ x``; gradient ``adj[rows]^T @ grad``."""
+
+    @staticmethod
+    def forward(ctx, x, fixed, rows):
+        ctx.a_r = fixed.sa[rows.numpy()]
+        return torch.from_numpy(ctx.a_r @ x.detach().contiguous().numpy())
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.from_numpy(np.ascontiguousarray(ctx.a_r.T @ grad.contiguous().numpy())), None, None
+
+
+def spmm_rows(adj, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``spmm(adj, x)[rows]``, computing only those rows."""
+    if isinstance(adj, FixedSparse) and adj.sa is not None and x.device.type == "cpu" and x.dtype == torch.float32:
+        return _ScipySpMMRows.apply(x, adj, rows)
+    return spmm(adj, x).index_select(0, rows)
 
 
 def propagate_mean_split(adj, users: torch.Tensor, items: torch.Tensor, n_layers: int):
