@@ -219,6 +219,13 @@ class RowGradTable:
         return _GatherIntoGrad.apply(self.param, index, self)
 
     def accumulate(self, index: torch.Tensor, grad: torch.Tensor) -> None:
+        p = self.param
+        if p.grad is None:  # zeroed with set_to_none outside the training loop: start from zeros
+            self.buf.zero_()
+            p.grad = self.buf
+        if p.grad is not self.buf:  # a gradient someone else set: add into it, as autograd would
+            p.grad.index_add_(0, index, grad)
+            return
         self.buf.index_add_(0, index, grad)
         self._touched.append(index)
 
