@@ -39,8 +39,11 @@ MULTIMODAL = ("VBPR", "LATTICE", "FREEDOM", "BM3")
 # bench's protocol on this machine (MMRec's item space, ``--reference-items all``), one value
 # per seed; see docs/fidelity.md (2026-11-27/28). (model, content) -> [(seed, value)].
 REFERENCE = {
-    ("LightGCN", "real"): [(999, 0.0169)],
+    ("LightGCN", "real"): [(999, 0.0169), (1000, 0.0174), (1001, 0.0171)],
     ("FREEDOM", "real"): [(999, 0.0087), (1000, 0.0097), (1001, 0.0089)],
+    ("FREEDOM", "noise"): [(999, 0.0149), (1000, 0.0165), (1001, 0.0163)],
+    ("BM3", "real"): [(999, 0.0240), (1000, 0.0263), (1001, 0.0262)],
+    ("BM3", "noise"): [(999, 0.0153), (1000, 0.0207), (1001, 0.0225)],
     ("VBPR", "real"): [(999, 0.0048), (1000, 0.0058), (1001, 0.0051)],
     ("VBPR", "noise"): [(999, 0.0037), (1000, 0.0037), (1001, 0.0042)],
 }
