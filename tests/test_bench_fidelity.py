@@ -89,7 +89,6 @@ FAKE_MMREC = {
 
 def test_reference_training_stops_restores_the_best_epoch_and_uses_mmrecs_item_space(tmp_path, monkeypatch, protocol):
     # a stand-in for MMRec's src tree (no MMRec code here): only the glue is under test
-    import importlib
     import sys
 
     src = tmp_path / "src"
@@ -108,6 +107,17 @@ def test_reference_training_stops_restores_the_best_epoch_and_uses_mmrecs_item_s
         return float(model.score_users(np.array([0]))[0, 0])  # the restored snapshot's w
 
     monkeypatch.setattr(protocol, "recall", recall)
+    try:
+        _check_reference_glue(src, tmp_path, monkeypatch, protocol, real)
+    finally:  # the stand-in's modules must not shadow a real MMRec tree in later tests
+        for m in [m for m, mod in sys.modules.items()
+                  if str(getattr(mod, "__file__", "") or "").startswith(str(src))]:
+            del sys.modules[m]
+
+
+def _check_reference_glue(src, tmp_path, monkeypatch, protocol, real):
+    import importlib
+
     r = F.train_reference(src, "LightGCN", protocol, None, 1, max_epochs=10, eval_every=1, patience=2,
                           items="all", workdir=tmp_path / "w")
     # best at epoch 2, stop at the 3rd validation without gain (epoch 5); test on epoch 2's weights
