@@ -47,3 +47,87 @@ def test_early_stop_at_the_validation_after_patience_runs_out(monkeypatch, proto
     scripted_validation(monkeypatch, protocol, [0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
     r = F.train_one("LightGCN", protocol, 1, max_epochs=6, eval_every=1, patience=2, batch_size=64)
     assert (r["best_epoch"], r["epochs"], r["stopped_early"]) == (1, 4, True)
+
+
+FAKE_MMREC = {
+    "utils/__init__.py": "",
+    "common/__init__.py": "",
+    "models/__init__.py": "",
+    "utils/utils.py": "import torch\ndef init_seed(seed):\n    torch.manual_seed(seed)\n",
+    "utils/dataloader.py": (
+        "class TrainDataLoader:\n"
+        "    def __init__(self, config, dataset, batch_size=1, shuffle=False):\n"
+        "        self.dataset = dataset\n"
+        "    def pretrain_setup(self):\n"
+        "        pass\n"
+    ),
+    "common/trainer.py": (
+        "import torch\n"
+        "class Trainer:\n"
+        "    def _train_epoch(self, train_data, epoch_idx):\n"
+        "        self.model.w.data += 1  # one 'epoch' of training: w counts epochs\n"
+        "        return 0.0, []\n"
+        "    def _check_nan(self, loss):\n"
+        "        return False\n"
+    ),
+    "models/lightgcn.py": (
+        "import torch\n"
+        "SEEN = []\n"
+        "class LightGCN(torch.nn.Module):\n"
+        "    def __init__(self, config, dataloader):\n"
+        "        super().__init__()\n"
+        "        self.n_items = dataloader.dataset.get_item_num()\n"
+        "        SEEN.append((dataloader.dataset.get_user_num(), self.n_items, len(dataloader.dataset)))\n"
+        "        self.w = torch.nn.Parameter(torch.zeros(()))\n"
+        "    def pre_epoch_processing(self):\n"
+        "        pass\n"
+        "    def full_sort_predict(self, interaction):\n"
+        "        return self.w.detach() * torch.ones(len(interaction[0]), self.n_items)\n"
+    ),
+}
+
+
+def test_reference_training_stops_restores_the_best_epoch_and_uses_mmrecs_item_space(tmp_path, monkeypatch, protocol):
+    # a stand-in for MMRec's src tree (no MMRec code here): only the glue is under test
+    import sys
+
+    src = tmp_path / "src"
+    for rel, text in FAKE_MMREC.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    for m in [m for m in sys.modules if m.split(".")[0] in ("utils", "common", "models")]:
+        monkeypatch.delitem(sys.modules, m)
+    monkeypatch.syspath_prepend(str(src))
+    vals = iter([0.1, 0.5, 0.2, 0.1, 0.0, 0.0])
+    real = protocol.recall
+
+    def recall(model, split, k=20):
+        if split is protocol.val:
+            return next(vals)
+        return float(model.score_users(np.array([0]))[0, 0])  # the restored snapshot's w
+
+    monkeypatch.setattr(protocol, "recall", recall)
+    try:
+        _check_reference_glue(src, tmp_path, monkeypatch, protocol, real)
+    finally:  # the stand-in's modules must not shadow a real MMRec tree in later tests
+        for m in [m for m, mod in sys.modules.items()
+                  if str(getattr(mod, "__file__", "") or "").startswith(str(src))]:
+            del sys.modules[m]
+
+
+def _check_reference_glue(src, tmp_path, monkeypatch, protocol, real):
+    import importlib
+
+    r = F.train_reference(src, "LightGCN", protocol, None, 1, max_epochs=10, eval_every=1, patience=2,
+                          items="all", workdir=tmp_path / "w")
+    # best at epoch 2, stop at the 3rd validation without gain (epoch 5); test on epoch 2's weights
+    assert (r["best_epoch"], r["epochs"], r["stopped_early"], r["test_recall20"]) == (2, 5, True, 2.0)
+    seen = importlib.import_module("models.lightgcn").SEEN
+    assert seen[-1] == (protocol.train_set.num_users, protocol.n_items_all, protocol.train_set.csr_matrix.nnz)
+    monkeypatch.setattr(protocol, "recall", real)
+    F.train_reference(src, "LightGCN", protocol, None, 1, max_epochs=1, eval_every=1, patience=2, items="train",
+                      workdir=tmp_path / "w2")
+    assert seen[-1][1] == protocol.train_set.num_items
+    with pytest.raises(ValueError, match="one row per item"):
+        F.train_reference(src, "VBPR", protocol, np.zeros((3, 2), np.float32), 1, max_epochs=1, eval_every=1,
+                          patience=1, workdir=tmp_path / "w3")

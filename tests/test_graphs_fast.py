@@ -113,3 +113,83 @@ def test_edge_graph_product_gives_torch_sparse_gradients_for_values_and_input():
     torch.testing.assert_close(fast, ref)
     torch.testing.assert_close(va.grad, vb.grad)
     torch.testing.assert_close(xa.grad, xb.grad)
+
+
+def test_propagate_mean_rows_gives_the_full_propagations_rows_and_gradients():
+    # LightGCN/FREEDOM propagate only the batch's rows in the last layer
+    from mmrepr.models.graphs import propagate_mean_rows
+
+    coo, _ = _graph(True)  # 30 users + 20 items
+    fixed = FixedSparse(coo, symmetric=True)
+    g = torch.Generator().manual_seed(10)
+    u0, i0 = torch.randn(30, 4, generator=g), torch.randn(20, 4, generator=g)
+    ur, ir = torch.tensor([0, 3, 7, 29]), torch.tensor([1, 2, 19])
+    for n_layers in (1, 2, 3):
+        ua, ia = u0.clone().requires_grad_(), i0.clone().requires_grad_()
+        ub, ib = u0.clone().requires_grad_(), i0.clone().requires_grad_()
+        fu, fi = propagate_mean_rows(fixed, ua, ia, n_layers, ur, ir)
+        ref = _generic(coo, torch.cat([ub, ib]), n_layers)
+        wu, wi = torch.randn(4, 4, generator=g), torch.randn(3, 4, generator=g)
+        ((fu * wu).sum() + (fi * wi).sum()).backward()
+        ((ref[ur] * wu).sum() + (ref[30 + ir] * wi).sum()).backward()
+        torch.testing.assert_close(fu, ref[ur], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(fi, ref[30 + ir], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ua.grad, ub.grad, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ia.grad, ib.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_spmm_rows_gives_the_products_rows_and_gradient():
+    from mmrepr.models.graphs import spmm_rows
+
+    coo, _ = _graph(False)
+    fixed = FixedSparse(coo)
+    g = torch.Generator().manual_seed(11)
+    x0, rows = torch.randn(25, 3, generator=g), torch.tensor([2, 5, 11, 24])
+    w = torch.randn(4, 3, generator=g)
+    xa, xb = x0.clone().requires_grad_(), x0.clone().requires_grad_()
+    fast, ref = spmm_rows(fixed, xa, rows), torch.sparse.mm(coo, xb)[rows]
+    (fast * w).sum().backward()
+    (ref * w).sum().backward()
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_reused_product_buffers_never_leak_into_returned_values():
+    # intermediate layers reuse FixedSparse's scratch arrays; outputs and gradients must not
+    from mmrepr.models.graphs import propagate_mean_split
+
+    coo, _ = _graph(True)
+    fixed = FixedSparse(coo, symmetric=True)
+    g = torch.Generator().manual_seed(12)
+    u1, i1 = torch.randn(30, 4, generator=g), torch.randn(20, 4, generator=g)
+    first = [t.clone() for t in propagate_mean_split(fixed, u1, i1, 3)]
+    kept = propagate_mean_split(fixed, u1, i1, 3)
+    propagate_mean_split(fixed, torch.randn(30, 4, generator=g), torch.randn(20, 4, generator=g), 3)
+    torch.testing.assert_close(kept[0], first[0], rtol=0, atol=0)
+    torch.testing.assert_close(kept[1], first[1], rtol=0, atol=0)
+
+
+def test_row_grad_table_trains_exactly_like_index_select_with_adam():
+    # RowGradTable's in-place gradient must give Adam the same tensor as index_select's
+    # backward, step after step (rows without gradient still decay m and v)
+    from mmrepr.models.base import RowGradTable
+
+    g = torch.Generator().manual_seed(13)
+    w0, proj = torch.randn(40, 6, generator=g), torch.randn(6, 3, generator=g)
+    a, b = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+    table = RowGradTable(a)
+    opt_a = torch.optim.Adam([a], lr=1e-2, fused=True)
+    opt_b = torch.optim.Adam([b], lr=1e-2, fused=True)
+    for step in range(4):
+        idx = torch.randint(0, 40 if step % 2 else 10, (25,), generator=g)  # duplicates; rows 10.. idle on even steps
+        opt_a.zero_grad(set_to_none=True)
+        table.reset()
+        opt_b.zero_grad(set_to_none=True)
+        (table.rows(idx) @ proj).square().sum().backward()
+        (b.index_select(0, idx) @ proj).square().sum().backward()
+        assert torch.equal(a.grad, b.grad)
+        opt_a.step()
+        opt_b.step()
+    assert torch.equal(a, b)
+    with torch.no_grad():  # scoring path: plain rows, no gradient bookkeeping
+        assert torch.equal(table.rows(torch.tensor([1, 2])), a[[1, 2]])

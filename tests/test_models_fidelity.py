@@ -75,6 +75,36 @@ def test_vbpr_loss_is_mmrec_bpr_plus_frobenius_emb_loss():
     assert got == pytest.approx(float(bpr + 0.5 * reg), rel=1e-6)
 
 
+def test_vbpr_same_matrix_as_both_modalities_projects_once_with_the_same_values_and_gradients():
+    # fast path: W [x; x] = (W_t + W_v) x; scores, loss and W's gradient as the concatenation's
+    same = RNG.normal(size=(6, 4)).astype(np.float32)
+    m = BaseMethod.from_splits(train_data=TRIPLES, test_data=TEST, exclude_unknowns=True, seed=0,
+                               item_image=ImageModality(features=same, ids=ITEMS),
+                               item_text=TextModality(features=same.copy(), ids=ITEMS))
+    ts = m.train_set
+    model = VBPR(k=3, n_epochs=2, batch_size=4, seed=0, device="cpu", learning_rate=0.05).fit(ts)
+    assert model.shared_modalities and model.features.shape == (ts.num_items, 4)
+    net = model.net
+    W, b = net.item_linear.weight, net.item_linear.bias
+    assert W.shape == (3, 8)  # the parameters are MMRec's: one weight over the concatenation
+    f = torch.from_numpy(np.concatenate([rows(ts, same), rows(ts, same)], axis=1))
+    with torch.no_grad():
+        want = net.user @ torch.cat([net.item, f @ W.T + b], 1).T
+    np.testing.assert_allclose(model.score_users(np.arange(ts.num_users)), want.numpy(), rtol=1e-5, atol=1e-6)
+    u, i, j = torch.tensor([0, 1, 3]), torch.tensor([1, 2, 4]), torch.tensor([5, 0, 0])
+    W.grad = None  # the last training step's
+    model._batch_loss((u, i, j)).backward()
+    got = W.grad.clone()
+    W.grad = None
+    Q = torch.cat([net.item, f @ W.T + b], 1)
+    pu, qi, qj = net.user[u], Q[i], Q[j]
+    ref = -torch.log(1e-10 + torch.sigmoid((pu * qi).sum(1) - (pu * qj).sum(1))).mean()
+    (ref + model.lambda_reg * (pu.norm() + qi.norm() + qj.norm()) / 3).backward()
+    torch.testing.assert_close(got, W.grad, rtol=1e-5, atol=1e-7)
+    # different matrices: the concatenation, as before
+    assert not VBPR(k=3, n_epochs=1, batch_size=4, seed=0, device="cpu").fit(tiny().train_set).shared_modalities
+
+
 def test_vbpr_initialisation_follows_mmrec():
     m = tiny()
     model = VBPR(k=4, n_epochs=1, batch_size=100, seed=0, device="cpu", learning_rate=1e-12).fit(m.train_set)

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmrepr.models.base import EmbeddingRecommender, multimodal_features, rows
+from mmrepr.models.base import EmbeddingRecommender, RowGradTable, multimodal_features, rows
 from mmrepr.models.graphs import FixedSparse, propagate_mean_split, scipy_to_torch, sym_norm_adjacency
 from mmrepr.models.spec import ModelSpec, embedding_build
 
@@ -69,6 +69,7 @@ class BM3(EmbeddingRecommender):
                 continue
             x = torch.from_numpy(feats).to(dev)
             setattr(net, f"{key}_feat", nn.Parameter(x.clone()))  # from_pretrained(freeze=False)
+            self._row_grad_tables.append(RowGradTable(getattr(net, f"{key}_feat")))
             trs = nn.Linear(x.shape[1], self.k)
             nn.init.xavier_normal_(trs.weight)
             setattr(net, f"{key}_trs", trs)
@@ -94,8 +95,8 @@ class BM3(EmbeddingRecommender):
         cl = 0.0
         if self.modalities:  # each distinct item projected once; rows repeat as before
             uniq, inverse = torch.unique(items, return_inverse=True)
-        for m in self.modalities:
-            f_online = rows(getattr(self.net, f"{m}_trs")(rows(getattr(self.net, f"{m}_feat"), uniq)), inverse)
+        for m, table in zip(self.modalities, self._row_grad_tables):
+            f_online = rows(getattr(self.net, f"{m}_trs")(table.rows(uniq)), inverse)
             with torch.no_grad():
                 f_target = F.dropout(f_online.detach(), self.dropout)
             f_online = pred(f_online)

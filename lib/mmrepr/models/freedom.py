@@ -17,14 +17,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmrepr.models.base import EmbeddingRecommender, effective_top_k, multimodal_features, rows
+from mmrepr.models.base import EmbeddingRecommender, RowGradTable, effective_top_k, multimodal_features, rows
 from mmrepr.models.graphs import (
     FixedSparse,
     edge_normalised_values,
     freedom_knn_graph,
+    propagate_mean_rows,
     propagate_mean_split,
     scipy_to_torch,
     spmm,
+    spmm_rows,
     sym_norm_adjacency,
     to_sparse,
 )
@@ -77,6 +79,7 @@ class FREEDOM(EmbeddingRecommender):
                 continue
             x = torch.from_numpy(feats).to(dev)
             setattr(net, f"{key}_feat", nn.Parameter(x.clone()))  # from_pretrained(freeze=False)
+            self._row_grad_tables.append(RowGradTable(getattr(net, f"{key}_feat")))
             setattr(net, f"{key}_trs", nn.Linear(x.shape[1], self.k))
             graphs[key] = freedom_knn_graph(x, self._top_k, cand)
             self.modalities.append(key)
@@ -119,19 +122,26 @@ class FREEDOM(EmbeddingRecommender):
         return ue, ie + h
 
     def _modality(self, m, items):
-        return getattr(self.net, f"{m}_trs")(rows(getattr(self.net, f"{m}_feat"), items))
+        table = self._row_grad_tables[self.modalities.index(m)]
+        return getattr(self.net, f"{m}_trs")(table.rows(items))
 
     def _batch_loss(self, batch):
         u, i, j = batch
-        ue, ie = self._forward(self.masked_adj)
-        eu = rows(ue, u)
-        loss = bpr(eu, rows(ie, i), rows(ie, j))
+        # The loss reads only the batch's distinct users and items: the last graph layer (and
+        # the item-graph product) is computed for those rows only, and each distinct item is
+        # projected once. Same values; gradients equal to float rounding.
+        users, u_inv = torch.unique(u, return_inverse=True)
+        items, inverse = torch.unique(torch.cat([i, j]), return_inverse=True)
+        ii, jj = inverse[: len(i)], inverse[len(i) :]
+        ue, ie = propagate_mean_rows(self.masked_adj, self.net.user, self.net.item, self.n_ui_layers, users, items)
+        h = self.net.item
+        for layer in range(self.n_mm_layers):
+            h = spmm_rows(self.mm_adj, h, items) if layer == self.n_mm_layers - 1 else spmm(self.mm_adj, h)
+        ie = ie + (h if self.n_mm_layers else rows(h, items))
+        eu = rows(ue, u_inv)
+        loss = bpr(eu, rows(ie, ii), rows(ie, jj))
         mm = 0.0
         if self.modalities:
-            # each distinct item of the batch projected once (its feature-gradient scatter too):
-            # the projections are most of a step's cost; same values and gradients
-            items, inverse = torch.unique(torch.cat([i, j]), return_inverse=True)
-            ii, jj = inverse[: len(i)], inverse[len(i) :]
             for m in self.modalities:
                 proj = self._modality(m, items)
                 mm = mm + bpr(eu, rows(proj, ii), rows(proj, jj))

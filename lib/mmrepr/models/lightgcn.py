@@ -16,7 +16,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmrepr.models.base import EmbeddingRecommender, rows
-from mmrepr.models.graphs import FixedSparse, propagate_mean_split, scipy_to_torch, sym_norm_adjacency
+from mmrepr.models.graphs import (
+    FixedSparse,
+    propagate_mean_rows,
+    propagate_mean_split,
+    scipy_to_torch,
+    sym_norm_adjacency,
+)
 from mmrepr.models.spec import BPR_SPACE, ModelSpec, embedding_build
 
 
@@ -49,8 +55,12 @@ class LightGCN(EmbeddingRecommender):
 
     def _batch_loss(self, batch):
         u, i, j = batch
-        ue, ie = self._forward()
-        eu, ep, en = rows(ue, u), rows(ie, i), rows(ie, j)
+        # only the batch's distinct users and items are propagated in the last layer (and
+        # the backward starts from their columns): same values, ~20 % fewer graph products
+        users, u_inv = torch.unique(u, return_inverse=True)
+        items, it_inv = torch.unique(torch.cat([i, j]), return_inverse=True)
+        ue, ie = propagate_mean_rows(self.adj, self.net.user, self.net.item, self.n_layers, users, items)
+        eu, ep, en = rows(ue, u_inv), rows(ie, it_inv[: len(i)]), rows(ie, it_inv[len(i) :])
         bpr = F.softplus((eu * en).sum(1) - (eu * ep).sum(1)).mean()
         reg = 0.5 * (eu.pow(2).sum() + ep.pow(2).sum() + en.pow(2).sum()) / len(u)
         return bpr + self.lambda_reg * reg
