@@ -8,8 +8,8 @@
    threads (default 1): the set-up (building the model and its graphs), seconds per training
    epoch (median of ``--epochs`` epochs), seconds per validation evaluation (median) and one
    test evaluation. Multimodal models at each ``factors`` of the grid (their lr/reg do not
-   change the work), on the first of ``train.feature_sets``; baselines with a space at the
-   middle ``factors`` of it, the others at their defaults (attribute models on the first
+   change the work), on the first of ``train.feature_sets``; baselines at the middle of their
+   search space (geometric for log ranges), those without one at their defaults (attribute models on the first
    attribute set). Written to ``runs/<profile>/bench_costs.json`` (or ``--costs``).
 2. The estimate reads the costs and counts, from the plan code stage 4 runs
    (:mod:`mmrepr.training.plan`): per (model, feature set) group the successive-halving rungs
@@ -50,18 +50,23 @@ def _probe_configs(P) -> dict[str, list[dict]]:
     out = {m: [dict(lr=_mid(T.grid.lr), factors=f, reg=_mid(T.grid.reg)) for f in sorted(set(T.grid.factors))]
            for m in mm}
     for b in bl:
-        space = registry.search_space(b)
-        hp = {}
-        if "factors" in space:
-            hp["factors"] = _mid(space["factors"][1])
-        if "lr" in space:
-            hp["lr"] = 1e-3
-        out[b] = [hp]
+        out[b] = [{k: _space_mid(v) for k, v in registry.search_space(b).items()}]
     return out
 
 
-def measure(P, epochs: int = 3, threads: int = 1, models: list[str] | None = None) -> dict:
-    """Time one cell's pieces per model (see the module doc). Returns the costs JSON."""
+def _space_mid(spec: tuple):
+    """The middle of one search-space entry: a categorical's middle choice, a range's
+    (geometric, for log ranges) midpoint."""
+    if spec[0] == "cat":
+        return _mid(spec[1])
+    lo, hi, log = spec[1], spec[2], spec[3]
+    v = (lo * hi) ** 0.5 if log else (lo + hi) / 2
+    return int(round(v)) if spec[0] == "int" else float(v)
+
+
+def measure(P, epochs: int = 3, threads: int = 1, models: list[str] | None = None, save=None) -> dict:
+    """Time one cell's pieces per model (see the module doc). Returns the costs JSON;
+    ``save(costs)`` is called after every model (a crash keeps what was measured)."""
     from mmrepr.evaluation.ranking import evaluate
     from mmrepr.models import adapters, registry
     from mmrepr.models.base import set_torch_threads
@@ -111,6 +116,8 @@ def measure(P, epochs: int = 3, threads: int = 1, models: list[str] | None = Non
             costs["models"].setdefault(model, []).append(row)
             print(f"measured {model} {hp}: set-up {setup:.2f} s, {epoch_s:.3f} s/epoch, "
                   f"{row['eval_s']:.3f} s/validation, test {test_s:.3f} s", flush=True)
+        if save is not None:
+            save(dict(costs, load_after=[round(x, 2) for x in os.getloadavg()]))
     costs["load_after"] = [round(x, 2) for x in os.getloadavg()]
     return costs
 
@@ -188,13 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     T = P.train
     path = Path(a.costs or Path(P.run_dir) / "bench_costs.json")
     if a.measure:
-        new = measure(P, a.epochs, a.threads, a.models.split(",") if a.models else None)
-        if path.is_file():  # keep the models not measured now
-            old = json.loads(path.read_text())
-            old["models"].update(new["models"])
-            new["models"] = old["models"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(new, indent=1))
+        old = json.loads(path.read_text()) if path.is_file() else None
+
+        def save(new: dict) -> None:  # keep the models not measured now
+            if old is not None:
+                new = dict(new, models={**old["models"], **new["models"]})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(new, indent=1))
+
+        save(measure(P, a.epochs, a.threads, a.models.split(",") if a.models else None, save))
         print(f"wrote {path}")
     if not path.is_file():
         print(f"{path}: no measured costs; run with --measure first")
