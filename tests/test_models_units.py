@@ -133,6 +133,40 @@ def test_freedom_graph_values_are_one_over_k():
     np.testing.assert_allclose(v.numpy(), 1 / 4, rtol=1e-5)
 
 
+def test_an_item_without_content_has_no_knn_edges():
+    # all-zero rows have cosine 0 with everyone: top-k would pick the same k arbitrary
+    # (lowest-index) items for all of them, a hub graph; they get no edges instead
+    x = torch.from_numpy(VIS.copy())
+    x[[1, 4]] = 0
+    rows, cols = knn_indices(x, 3)
+    assert not set(rows.tolist()) & {1, 4} and not set(cols.tolist()) & {1, 4}
+    assert sorted(set(rows.tolist())) == [0, 2, 3, 5]
+    r, c, v = lattice_knn_graph(x, 3)
+    assert not set(r.tolist()) & {1, 4}
+    r, c, v = freedom_knn_graph(torch.zeros(6, 5), 3)
+    assert len(r) == len(c) == len(v) == 0
+
+
+def test_freedom_treats_an_all_zero_modality_as_absent():
+    # a zeroed textual modality: the visual graph alone with weight 1 (not 0.1 x visual plus
+    # a hub graph), and no textual projection loss -- the model MMRec builds without text
+    m = tiny()
+    m.train_set.item_text.features = np.zeros_like(m.train_set.item_text.features)
+    model = small(FREEDOM, top_k=2, dropout=0.0, n_epochs=1)
+    model.fit(m.train_set)
+    assert model.modalities == ["v"] and not hasattr(model.net, "t_trs")
+    sim = dense_cos(raw_rows(m.train_set, VIS))
+    want = np.zeros_like(sim)
+    for i in range(len(sim)):
+        want[i, np.argsort(-sim[i])[:2]] = 1 / 2
+    np.testing.assert_allclose(model.mm_adj.to_dense().numpy(), want, atol=1e-6)
+    m.train_set.item_image.features = np.zeros_like(m.train_set.item_image.features)
+    none = small(FREEDOM, top_k=2, dropout=0.0, n_epochs=1)
+    none.fit(m.train_set)  # neither modality: no item graph, still trains and scores
+    assert none.modalities == [] and none.mm_adj.to_dense().abs().sum() == 0
+    assert np.isfinite(none.score(0)).all()
+
+
 def test_user_item_adjacencies():
     csr = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 0]], dtype=np.float32))
     a = sym_norm_adjacency(csr).toarray()

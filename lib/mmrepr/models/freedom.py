@@ -8,6 +8,11 @@ replacement with probability proportional to 1/sqrt(d_u d_i) and the kept graph 
 re-normalised; scoring uses the full graph. Item embeddings = LightGCN output +
 item-graph output. Loss: BPR + ``lambda_reg`` * (BPR of users against projected textual
 features + the same for visual) (MMRec ``reg_weight``), no L2 term.
+
+A modality whose matrix is all zeros (a zeroed modality ablation) is treated as absent, as
+MMRec treats a missing feature file: no graph, no projection loss, the other modality's graph
+alone (weight 1). Otherwise its top-k would be arbitrary ties (a hub graph) and the fixed
+``mm_image_weight`` would shrink the remaining graph (docs/protocol.md, "Modality ablation").
 """
 
 from __future__ import annotations
@@ -75,7 +80,10 @@ class FREEDOM(EmbeddingRecommender):
         net.item = self._id_table(self.k)
         self.modalities, graphs = [], {}
         for key, feats in (("v", v), ("t", t)):
-            if feats is None:
+            # An all-zero modality (an ablation's zeroed role) carries nothing: it is absent, as
+            # in MMRec without that feature file (no graph, no projection loss; the other graph
+            # gets the whole weight instead of being shrunk by the fixed mixing weight).
+            if feats is None or not feats.any():
                 continue
             x = torch.from_numpy(feats).to(dev)
             setattr(net, f"{key}_feat", nn.Parameter(x.clone()))  # from_pretrained(freeze=False)
@@ -88,8 +96,11 @@ class FREEDOM(EmbeddingRecommender):
             wv = self.mm_image_weight
             (rv, cv, vv), (rt, ct, vt) = graphs["v"], graphs["t"]
             rows, cols, vals = torch.cat([rv, rt]), torch.cat([cv, ct]), torch.cat([wv * vv, (1 - wv) * vt])
-        else:
+        elif graphs:
             rows, cols, vals = next(iter(graphs.values()))
+        else:  # both modalities all zero: no item graph (the ID/LightGCN part alone)
+            rows = cols = torch.zeros(0, dtype=torch.long, device=dev)
+            vals = torch.zeros(0, dtype=torch.float32, device=dev)
         self.mm_adj = FixedSparse(to_sparse(rows, cols, vals, n))
         self.norm_adj = FixedSparse(scipy_to_torch(sym_norm_adjacency(self._train_csr), dev), symmetric=True)
         coo = self._train_csr.tocoo()

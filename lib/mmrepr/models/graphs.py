@@ -33,9 +33,15 @@ def l2_normalise(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, p=2, dim=-1, eps=1e-12)
 
 
+def zero_rows(features: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the all-zero rows (an item without content: a zeroed modality, a
+    missing feature row)."""
+    return ~features.detach().ne(0).any(dim=-1)
+
+
 @torch.no_grad()
-def knn_indices(features: torch.Tensor, k: int, candidates: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def knn_indices(features: torch.Tensor, k: int, candidates: torch.Tensor | None = None,
+                empty: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Row i's k most cosine-similar rows (itself included, as in the reference).
 
     ``candidates``: the row indices a neighbour may be (None: every row). Stage 4 passes
@@ -43,7 +49,11 @@ def knn_indices(features: torch.Tensor, k: int, candidates: torch.Tensor | None 
     anyone's neighbour while every item, cold ones included, gets warm neighbours; the warm
     rows' neighbours are then those of a graph over the warm items alone.
 
-    Returns ``(rows, cols)`` of length n*k, rows sorted, cols by decreasing similarity.
+    Returns ``(rows, cols)``, rows sorted, cols by decreasing similarity: k per row, except
+    that a row without content (``empty``, default: the all-zero rows of ``features``) has no
+    edges and is nobody's neighbour. Its similarities are all 0, so top-k would pick k
+    arbitrary items (the lowest-index ties), the same ones for every such row: a hub graph,
+    not the absence of information (docs/protocol.md, "Modality ablation").
     """
     n = features.shape[0]
     m = n if candidates is None else int(candidates.shape[0])
@@ -59,6 +69,10 @@ def knn_indices(features: torch.Tensor, k: int, candidates: torch.Tensor | None 
         cols.append(idx if candidates is None else candidates[idx])
     cols = torch.cat(cols).reshape(-1)
     rows = torch.arange(n, device=features.device).repeat_interleave(k)
+    empty = zero_rows(features) if empty is None else empty
+    if bool(empty.any()):
+        keep = ~(empty[rows] | empty[cols])
+        rows, cols = rows[keep], cols[keep]
     return rows, cols
 
 
@@ -77,14 +91,15 @@ def sym_normalise(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, 
     return d[rows] * values * d[cols]
 
 
-def lattice_knn_graph(features: torch.Tensor, k: int, rows=None, cols=None, candidates=None):
+def lattice_knn_graph(features: torch.Tensor, k: int, rows=None, cols=None, candidates=None, empty=None):
     """LATTICE: weighted top-k cosine graph (values = similarities, not normalised).
 
     ``rows``/``cols`` may be passed in when the neighbour selection is already known.
     Values are differentiable w.r.t. ``features``; the top-k *selection* is not (as with
-    ``torch.topk`` in the reference)."""
+    ``torch.topk`` in the reference). ``empty``: rows without content (no edges), see
+    :func:`knn_indices`."""
     if rows is None:
-        rows, cols = knn_indices(features.detach(), k, candidates)
+        rows, cols = knn_indices(features.detach(), k, candidates, empty)
     return rows, cols, cosine_values(features, rows, cols)
 
 
@@ -92,7 +107,8 @@ def lattice_knn_graph(features: torch.Tensor, k: int, rows=None, cols=None, cand
 def freedom_knn_graph(features: torch.Tensor, k: int, candidates: torch.Tensor | None = None):
     """FREEDOM: binary top-k graph, symmetrically normalised by row degree.
 
-    Every row has exactly k entries, so every value is 1/k (reference: ``get_knn_adj_mat``)."""
+    Every row has exactly k entries, so every value is 1/k (reference: ``get_knn_adj_mat``);
+    an all-zero row has none (:func:`knn_indices`)."""
     rows, cols = knn_indices(features, k, candidates)
     ones = torch.ones(rows.shape[0], dtype=torch.float32, device=features.device)
     n = features.shape[0]

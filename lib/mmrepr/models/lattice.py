@@ -29,6 +29,7 @@ from mmrepr.models.graphs import (
     EdgeGraph,
     FixedSparse,
     lattice_knn_graph,
+    zero_rows,
     mean_norm_adjacency_self_loops,
     propagate_mean_split,
     scipy_to_torch,
@@ -82,6 +83,7 @@ class LATTICE(EmbeddingRecommender):
         net.item = self._id_table(self.k)
         self.modalities = []
         self.original = {}
+        self._empty = {}
         for key, feats in (("v", v), ("t", t)):
             if feats is None:
                 continue
@@ -89,6 +91,9 @@ class LATTICE(EmbeddingRecommender):
             # reference: nn.Embedding.from_pretrained(feat, freeze=False) -> features are trained
             setattr(net, f"{key}_feat", nn.Parameter(x.clone()))
             setattr(net, f"{key}_trs", nn.Linear(x.shape[1], fd))
+            # items without content (all-zero rows) get no edges, in the learned graph too
+            # (their projections are all the bias: equal, so top-k ties)
+            self._empty[key] = zero_rows(x)
             with torch.no_grad():
                 r, c, val = lattice_knn_graph(x, self._top_k, candidates=self._cand)
                 self.original[key] = (r, c, sym_normalise(r, c, val, n))
@@ -114,7 +119,7 @@ class LATTICE(EmbeddingRecommender):
         lr, lc, lv, orr, oc, ov = [], [], [], [], [], []
         for m in self.modalities:
             feats = getattr(self.net, f"{m}_trs")(getattr(self.net, f"{m}_feat"))
-            r, c, val = lattice_knn_graph(feats, self._top_k, candidates=self._cand)
+            r, c, val = lattice_knn_graph(feats, self._top_k, candidates=self._cand, empty=self._empty[m])
             lr.append(r), lc.append(c), lv.append(scale[m] * val)
             r0, c0, v0 = self.original[m]
             orr.append(r0), oc.append(c0), ov.append(scale[m] * v0)
