@@ -206,3 +206,19 @@ def test_an_absent_slice_is_said_not_an_error(absent):
     assert cold["detail"].str.contains("no cold-item slice").all()
     by = pd.read_csv(res.out_dir / "tests_by_slice.csv")
     assert set(by["split"]) == {"test"}
+
+
+def test_a_mixed_verdict_names_the_controls_that_beat_real_content():
+    import pandas as pd
+
+    from mmrepr.analysis.answer import _headline, content_verdict
+
+    # real beats the shuffled control, Gaussian noise beats real (allrecipes_spot's FREEDOM)
+    content = pd.DataFrame({"significant": [True, True], "diff": [0.004, -0.0065], "p_wilcoxon": [0.003, 0.0004]})
+    cv = content_verdict(content)
+    assert cv["verdict"] == "uses content against some controls"
+    line = _headline("ds", "FREEDOM", cv.pop("verdict"), cv)
+    assert line == "On ds, FREEDOM uses the content against 1 of 2 controls, while 1 of 2 beat it (warm items)."
+    # with no control beating it, nothing is added
+    cv = content_verdict(content.assign(diff=[0.004, 0.001], significant=[True, False]))
+    assert _headline("ds", "M", cv.pop("verdict"), cv).endswith("against 1 of 2 controls (warm items).")

@@ -84,8 +84,11 @@ def _stability(content: pd.DataFrame) -> dict[str, Any]:
 
 def _what(verdict: str, rec: dict[str, Any]) -> str:
     """The verb phrase of a content verdict: 'uses the content', 'shows no evidence ...'."""
-    uses = {"uses content": "uses the content", "uses content against some controls": "uses the content against "
-            f"{rec.get('real_beats_control', 0)} of {rec.get('n_controls', 0)} controls"}.get(verdict)
+    n, beaten = rec.get("n_controls", 0), rec.get("control_beats_real", 0)
+    # a mixed verdict names both sides: real beats some controls while others beat real
+    against = f"uses the content against {rec.get('real_beats_control', 0)} of {n} controls" + (
+        f", while {beaten} of {n} beat it" if beaten else "")
+    uses = {"uses content": "uses the content", "uses content against some controls": against}.get(verdict)
     return uses or {"no control trained": "was not tested for content use (no control trained)",
                     "not testable": "could not be tested for content use",
                     "a control beats real content": "does better on a control than on real content"}.get(
@@ -229,7 +232,7 @@ def add_slice_verdicts(answer: dict[str, Any], by_slice: pd.DataFrame, slices: d
             st = _stability(content)
             rec["slices"][split] = {"verdict": cv["verdict"], "stable_over_seeds": st["stable_over_seeds"],
                                     "n_seeds": st["n_seeds"], "real_beats_control": cv["real_beats_control"],
-                                    "n_controls": cv["n_controls"]}
+                                    "n_controls": cv["n_controls"], "control_beats_real": cv["control_beats_real"]}
             where = SLICE_PHRASE[split]
             for _, row in content.iterrows():
                 rec["sentences"].append(f"{where[0].upper() + where[1:]} ({ds}), {model} with real features "
