@@ -19,7 +19,7 @@ import pandas as pd
 CORRECTION_NAMES = {"holm": "Holm", "bonferroni": "Bonferroni", "fdr_bh": "Benjamini-Hochberg", "none": "uncorrected"}
 
 
-def _p(p: float) -> str:
+def format_p(p: float) -> str:
     if p is None or (isinstance(p, float) and math.isnan(p)):
         return "n/a"
     if p == 0:  # below double precision: say so rather than print 0
@@ -47,8 +47,8 @@ def evidence(row: pd.Series) -> str:
         effect += f", effect size d_z = {dz:+.2f}{dci}"
     return (
         f"{row['metric']} {row['mean_a']:.4f} vs {row['mean_b']:.4f}, difference {row['diff']:+.4f}{ci}{effect}; "
-        f"Wilcoxon signed-rank p = {_p(row['p_wilcoxon'])}, {corr}-adjusted p = {_p(row['p_wilcoxon_adj'])}; "
-        f"paired t p = {_p(row['p_ttest'])}; n = {int(row['n'])} paired users"
+        f"Wilcoxon signed-rank p = {format_p(row['p_wilcoxon'])}, {corr}-adjusted p = {format_p(row['p_wilcoxon_adj'])}; "
+        f"paired t p = {format_p(row['p_ttest'])}; n = {int(row['n'])} paired users"
     )
 
 

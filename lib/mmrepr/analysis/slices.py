@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mmrepr.analysis import tables
+from mmrepr.analysis.answer import format_p
 from mmrepr.analysis.load import CONTROL_KINDS, SLICE_SHORT, Inputs, MetricSpec
 from mmrepr.analysis.stats import Comparison, run_tests, seed_averaged, seed_stability, summary_means
 from mmrepr.training.results import TEST_SLICES
@@ -129,10 +130,6 @@ def figure_panels(inp: Inputs, dataset: str) -> dict[str, list[str]]:
     return panels
 
 
-def _fmt_p(p: float) -> str:
-    return "n/a" if not np.isfinite(p) else f"{p:.2g}"
-
-
 def truth_checks(by_slice: pd.DataFrame, tests: pd.DataFrame, ablations: pd.DataFrame, inp: Inputs,
                  primary: str) -> pd.DataFrame:
     """Checks against the synthetic catalogue's planted truth, one row each (:data:`CHECK_COLUMNS`).
@@ -164,7 +161,7 @@ def truth_checks(by_slice: pd.DataFrame, tests: pd.DataFrame, ablations: pd.Data
                 detail = f"could not be tested on cold items (n = {int(c['n'])} paired users)"
             else:
                 detail = (f"{primary} on cold items: real {c['mean_a']:.4f} vs control {c['mean_b']:.4f}, "
-                          f"diff {c['diff']:+.4f}, d_z {c['dz']:+.2f}, corrected Wilcoxon p {_fmt_p(c['p_wilcoxon_adj'])}, "
+                          f"diff {c['diff']:+.4f}, d_z {c['dz']:+.2f}, corrected Wilcoxon p {format_p(c['p_wilcoxon_adj'])}, "
                           f"n = {int(c['n'])} users")
             rows.append({**row, "passed": ok, "detail": detail})
     if not ablations.empty:
