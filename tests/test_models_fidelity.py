@@ -222,6 +222,16 @@ def test_lattice_rebuild_every_n_epochs():
         LATTICE(graph_rebuild_every=0)
 
 
+def test_lattice_projects_content_to_64_whatever_the_id_size():
+    # MMRec's feat_embed_dim and the authors' Elliot factors_multimod: 64, not tied to k
+    m = tiny()
+    for k in (4, 128):
+        model = LATTICE(k=k, n_epochs=1, batch_size=4, seed=0, device="cpu", top_k=2)
+        model.fit(m.train_set)
+        assert model.net.t_trs.out_features == 64 and model.net.user.shape[1] == k
+    assert LATTICE(feat_embed_dim=8).feat_embed_dim == 8
+
+
 def test_lattice_scoring_builds_a_fresh_graph_from_current_weights():
     model, _ = _lattice_builds(5, 2)  # the training graph is from epoch 1
     with torch.no_grad():

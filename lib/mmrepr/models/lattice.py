@@ -14,6 +14,7 @@ Cold items (no training interaction): the item graphs cover every item but a nei
 always a warm item (``knn_indices(candidates=warm)``); the ID rows are zeroed (``_ids``)
 before both propagations, so a cold item's embedding is the normalised sum of its warm
 content neighbours' ID embeddings (the user-item part is zero: it has no edge).
+Projected content size ``feat_embed_dim`` = 64 whatever ``k`` is, as in both references.
 Loss: BPR + ``lambda_reg`` * 1/2 (|u|^2+|i+|^2+|i-|^2) / batch_size (MMRec ``reg_weight``).
 """
 
@@ -58,7 +59,7 @@ class LATTICE(EmbeddingRecommender):
         lambda_coeff: float = 0.7,
         n_layers: int = 1,
         n_ui_layers: int = 2,
-        feat_embed_dim: int | None = None,
+        feat_embed_dim: int = 64,
         graph_rebuild_every: int = 1,
         trainable: bool = True,
     ):
@@ -67,7 +68,9 @@ class LATTICE(EmbeddingRecommender):
         self.lambda_coeff = float(lambda_coeff)
         self.n_layers = int(n_layers)
         self.n_ui_layers = int(n_ui_layers)
-        self.feat_embed_dim = feat_embed_dim
+        # MMRec's yaml and the authors' Elliot configs (factors_multimod) both fix it at 64,
+        # whatever the ID embedding size: the projections only choose graph neighbours
+        self.feat_embed_dim = int(feat_embed_dim)
         self.graph_rebuild_every = int(graph_rebuild_every)
         if self.graph_rebuild_every < 1:
             raise ValueError(f"{name}: graph_rebuild_every must be >= 1 epochs, got {graph_rebuild_every}")
@@ -77,7 +80,7 @@ class LATTICE(EmbeddingRecommender):
         dev, n = self._device, self.num_items
         self._cand = torch.from_numpy(np.flatnonzero(self.warm_items)).to(dev)  # possible neighbours
         self._top_k = effective_top_k(self.top_k, len(self._cand), self.name)
-        fd = int(self.feat_embed_dim or self.k)
+        fd = self.feat_embed_dim
         net = nn.Module()
         net.user = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, self.k)))
         net.item = self._id_table(self.k)
