@@ -193,3 +193,14 @@ def test_row_grad_table_trains_exactly_like_index_select_with_adam():
     assert torch.equal(a, b)
     with torch.no_grad():  # scoring path: plain rows, no gradient bookkeeping
         assert torch.equal(table.rows(torch.tensor([1, 2])), a[[1, 2]])
+
+
+def test_pair_dots_in_chunks_equals_the_gathered_product():
+    from mmrepr.models.graphs import pair_dots
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(7, 5, generator=g), torch.randn(9, 5, generator=g)
+    rows, cols = torch.randint(0, 7, (20,), generator=g), torch.randint(0, 9, (20,), generator=g)
+    want = (a[rows] * b[cols]).sum(1)
+    for chunk in (3, 20, 1024):  # several chunks, a last partial one, one chunk
+        torch.testing.assert_close(pair_dots(a, b, rows, cols, chunk=chunk), want)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from cornac.data import ImageModality, TextModality
 from cornac.eval_methods import BaseMethod
 
-from mmrepr.models.base import BPRSampler
+from mmrepr.models.base import BPRSampler, target_dropout
 from mmrepr.models.bm3 import BM3
 from mmrepr.models.freedom import FREEDOM
 from mmrepr.models.lattice import LATTICE
@@ -129,13 +129,13 @@ def test_bm3_targets_are_detached_dropped_out_online_embeddings():
     with torch.no_grad():
         u, i = model._forward()
         p = model.net.predictor
-        ut = F.dropout(u[users], 0.5)
-        it = F.dropout(i[items], 0.5)
+        ut = target_dropout(u[users], 0.5)
+        it = target_dropout(i[items], 0.5)
         cos = lambda a, b: 1 - F.cosine_similarity(a, b, dim=-1).mean()
         cl = 0.0
         for key in ("v", "t"):
             f = getattr(model.net, f"{key}_trs")(getattr(model.net, f"{key}_feat"))[items]
-            ft = F.dropout(f, 0.5)
+            ft = target_dropout(f, 0.5)
             cl = cl + cos(p(f), it) + cos(p(f), ft)
         want = cos(p(u[users]), it) + cos(p(i[items]), ut) + 0.1 * (u.norm() + i.norm()) / i.shape[0] + 2.0 * cl
     assert float(got.detach()) == pytest.approx(float(want), rel=1e-5)
@@ -144,6 +144,16 @@ def test_bm3_targets_are_detached_dropped_out_online_embeddings():
     got.backward()
     assert model.net.predictor.weight.grad is not None
     assert model.net.v_feat.grad is not None  # features are trained (from_pretrained(freeze=False))
+
+
+def test_target_dropout_is_inverted_dropout():
+    torch.manual_seed(0)
+    x = torch.rand(400, 50) + 0.5
+    y = target_dropout(x, 0.3)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.7)  # survivors scaled by 1/(1-p)
+    assert abs(float(kept.float().mean()) - 0.7) < 0.01  # 20,000 draws: sd 0.003
+    assert torch.equal(target_dropout(x, 0.0), x) and not target_dropout(x, 1.0).any()
 
 
 def test_bm3_scores_use_the_predictor_on_both_sides():

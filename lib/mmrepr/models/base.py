@@ -215,6 +215,19 @@ def rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.index_select(0, index)
 
 
+@torch.no_grad()
+def target_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted dropout of a detached tensor (BM3's target network), drawn as
+    ``uniform >= p``: the same distribution as ``F.dropout(x, p)``, other random numbers,
+    ~2.6x faster on CPU (``bernoulli_`` is scalar there; 8192 x 256, one thread, measured)."""
+    if p <= 0.0:
+        return x.clone()
+    if p >= 1.0:
+        return torch.zeros_like(x)
+    keep = torch.empty_like(x).uniform_().ge_(p)
+    return x * keep.mul_(1.0 / (1.0 - p))
+
+
 class _GatherIntoGrad(torch.autograd.Function):
     """``table.index_select(0, index)`` whose backward adds the rows' gradient straight into
     the table's persistent ``.grad`` (see ``RowGradTable``) instead of returning a fresh

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmrepr.models.base import EmbeddingRecommender, RowGradTable, multimodal_features, rows
+from mmrepr.models.base import EmbeddingRecommender, RowGradTable, multimodal_features, rows, target_dropout
 from mmrepr.models.graphs import FixedSparse, propagate_mean_split, scipy_to_torch, sym_norm_adjacency
 from mmrepr.models.spec import ModelSpec, embedding_build
 
@@ -89,8 +89,8 @@ class BM3(EmbeddingRecommender):
         u_ori, i_ori = self._forward()
         pred = self.net.predictor
         with torch.no_grad():  # target network: detached, perturbed by dropout
-            u_target = F.dropout(rows(u_ori, users), self.dropout)
-            i_target = F.dropout(rows(i_ori, items), self.dropout)
+            u_target = target_dropout(rows(u_ori, users), self.dropout)
+            i_target = target_dropout(rows(i_ori, items), self.dropout)
         u_online, i_online = pred(rows(u_ori, users)), pred(rows(i_ori, items))
         cl = 0.0
         if self.modalities:  # each distinct item projected once; rows repeat as before
@@ -98,7 +98,7 @@ class BM3(EmbeddingRecommender):
         for m, table in zip(self.modalities, self._row_grad_tables):
             f_online = rows(getattr(self.net, f"{m}_trs")(table.rows(uniq)), inverse)
             with torch.no_grad():
-                f_target = F.dropout(f_online.detach(), self.dropout)
+                f_target = target_dropout(f_online, self.dropout)
             f_online = pred(f_online)
             cl = cl + neg_cos(f_online, i_target) + neg_cos(f_online, f_target)
         loss_ui = neg_cos(u_online, i_target)

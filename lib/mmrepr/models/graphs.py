@@ -447,6 +447,18 @@ class EdgeGraph:
         return self.to_coo().to_dense()
 
 
+def pair_dots(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+              chunk: int = 1024) -> torch.Tensor:
+    """``(a[rows] * b[cols]).sum(1)`` (no autograd), gathered ``chunk`` pairs at a time: the
+    gathered rows stay in cache instead of two E x d copies through memory (allrecipes
+    LATTICE at d = 256, 383k edges: 1.0 s -> 0.1 s on one thread, measured)."""
+    out = torch.empty(rows.shape[0], dtype=a.dtype, device=a.device)
+    for s in range(0, rows.shape[0], chunk):
+        torch.sum(a.index_select(0, rows[s : s + chunk]) * b.index_select(0, cols[s : s + chunk]), 1,
+                  out=out[s : s + chunk])
+    return out
+
+
 class _EdgeSpMM(torch.autograd.Function):
     """A @ x for an ``EdgeGraph`` on CPU. torch.sparse.mm's backward for the values forms
     the dense n x n product grad @ x^T and masks it (allrecipes LATTICE: ~0.34 s per graph
@@ -464,7 +476,7 @@ class _EdgeSpMM(torch.autograd.Function):
         g = grad.contiguous()
         gv = gx = None
         if ctx.needs_input_grad[0]:
-            gv = (g.index_select(0, ctx.rows) * ctx.x.index_select(0, ctx.cols)).sum(1)
+            gv = pair_dots(g, ctx.x, ctx.rows, ctx.cols)
         if ctx.needs_input_grad[1]:
             gx = torch.from_numpy(np.ascontiguousarray(ctx.a.T @ g.numpy()))
         return gv, gx, None, None, None
