@@ -124,7 +124,7 @@ def test_propagate_mean_rows_gives_the_full_propagations_rows_and_gradients():
     g = torch.Generator().manual_seed(10)
     u0, i0 = torch.randn(30, 4, generator=g), torch.randn(20, 4, generator=g)
     ur, ir = torch.tensor([0, 3, 7, 29]), torch.tensor([1, 2, 19])
-    for n_layers in (1, 2, 3):
+    for n_layers in (0, 1, 2, 3):
         ua, ia = u0.clone().requires_grad_(), i0.clone().requires_grad_()
         ub, ib = u0.clone().requires_grad_(), i0.clone().requires_grad_()
         fu, fi = propagate_mean_rows(fixed, ua, ia, n_layers, ur, ir)
