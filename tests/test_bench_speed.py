@@ -76,3 +76,33 @@ def test_reference_epochs_interleave_with_ours_on_the_same_interactions(stub_src
     assert len(row["ref_all"]) == len(row["ours_all"]) == 3 and row["ratio_best"] > 0
     ts = protocol.train_set  # the reference saw our split: users, items, interactions; batch, embedding
     assert log.seen == (ts.num_users, ts.num_items, ts.csr_matrix.nnz, 2048, 64)
+
+
+def test_scaled_laplacian_equals_mmrecs_dense_diagonal_products():
+    # bench fidelity --reference runs MMRec's LATTICE with its graph normalisation computed as
+    # a row/column scaling; it must give MMRec's values (restated here: D^-1/2 A D^-1/2 with
+    # D = diagflat of the row sums' -1/2 power, inf -> 0) and the same gradient.
+    import torch
+
+    from mmrepr.bench.speed import normalized_laplacian_by_scaling
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(40, 40, generator=g) * (torch.rand(40, 40, generator=g) < 0.3)
+    a[7] = 0.0  # an item without neighbours: its -1/2 power is inf and becomes 0
+    a1, a2 = a.clone().requires_grad_(), a.clone().requires_grad_()
+
+    def dense(adj):
+        d = torch.pow(torch.sum(adj, -1), -0.5)
+        d[torch.isinf(d)] = 0.0
+        dm = torch.diagflat(d)
+        return torch.mm(torch.mm(dm, adj), dm)
+
+    fast, ref = normalized_laplacian_by_scaling(a1), dense(a2)
+    assert torch.equal(fast, ref)
+    assert fast[7].abs().sum() == 0 and fast[:, 7].abs().sum() == 0
+    w = torch.randn(40, 40, generator=g)
+    (fast * w).sum().backward()
+    (ref * w).sum().backward()
+    # the empty row's gradient is NaN in both (0 * the inf derivative of x^-1/2 at 0), as in MMRec
+    assert torch.isnan(a1.grad[7]).all() and torch.isnan(a2.grad[7]).all()
+    torch.testing.assert_close(a1.grad, a2.grad, rtol=1e-5, atol=1e-6, equal_nan=True)

@@ -176,7 +176,7 @@ def train_one(name: str, protocol: Protocol, seed: int, *, max_epochs: int, eval
 
 def train_reference(src: Path, name: str, protocol: Protocol, feats_all: np.ndarray | None, seed: int, *,
                     max_epochs: int, eval_every: int, patience: int, items: str = "all",
-                    workdir: Path) -> dict:
+                    workdir: Path, scaled_laplacian: bool = True) -> dict:
     """MMRec's own ``name`` (from ``src``, built as ``bench speed`` builds it) trained under
     this bench's protocol, validated and tested with our evaluator, stopped by the same rule.
 
@@ -201,7 +201,7 @@ def train_reference(src: Path, name: str, protocol: Protocol, feats_all: np.ndar
             raise ValueError(f"{name}: features must have one row per item of train ∪ val ∪ test "
                              f"({protocol.n_items_all}), got {None if feats_all is None else feats_all.shape}")
         feats = feats_all if items == "all" else feats_all[:n_train]
-    ref = Reference(src, name, csr.tocsr(), feats, seed, workdir)
+    ref = Reference(src, name, csr.tocsr(), feats, seed, workdir, scaled_laplacian=scaled_laplacian)
     model = ref.model
 
     class Scorer:
@@ -268,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference-items", choices=("all", "train"), default="all",
                     help="with --reference: MMRec's item space (all: train ∪ val ∪ test, as MMRec runs; "
                          "train: the training items only, as our models)")
+    ap.add_argument("--reference-laplacian", choices=("scaled", "dense"), default="scaled",
+                    help="with --reference, LATTICE: MMRec's graph normalisation as row/column scaling "
+                         "(scaled: equal values, ~1 s per rebuild) or as MMRec computes it with dense "
+                         "diagonal-matrix products (dense: ~146 s per rebuild here)")
     args = ap.parse_args(argv)
 
     from mmrepr.models.base import set_torch_threads
@@ -311,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                     with tempfile.TemporaryDirectory(prefix="mmrepr-fidelity-ref-") as tmp:
                         r = train_reference(Path(args.reference), name, protocol, feats_all, seed,
                                             max_epochs=args.max_epochs, eval_every=args.eval_every,
-                                            patience=args.patience, items=args.reference_items, workdir=Path(tmp))
+                                            patience=args.patience, items=args.reference_items, workdir=Path(tmp),
+                                            scaled_laplacian=args.reference_laplacian == "scaled")
                 else:
                     r = train_one(name, protocol, seed, max_epochs=args.max_epochs, eval_every=args.eval_every,
                                   patience=args.patience, extra=extra)
