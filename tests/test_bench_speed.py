@@ -106,3 +106,21 @@ def test_scaled_laplacian_equals_mmrecs_dense_diagonal_products():
     # the empty row's gradient is NaN in both (0 * the inf derivative of x^-1/2 at 0), as in MMRec
     assert torch.isnan(a1.grad[7]).all() and torch.isnan(a2.grad[7]).all()
     torch.testing.assert_close(a1.grad, a2.grad, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_each_reference_sets_the_lattice_normalisation_it_asks_for():
+    # the MMRec module is shared by every Reference of a process: asking for MMRec's own
+    # normalisation after a scaled one must put MMRec's function back
+    def mmrec_own(adj):
+        return adj
+
+    mod = types.ModuleType("models.lattice")
+    mod.compute_normalized_laplacian = mmrec_own
+    S.use_laplacian(mod, True)
+    assert mod.compute_normalized_laplacian is S.normalized_laplacian_by_scaling
+    S.use_laplacian(mod, True)
+    S.use_laplacian(mod, False)
+    assert mod.compute_normalized_laplacian is mmrec_own
+    other = types.ModuleType("models.vbpr")  # a model without the function is left alone
+    S.use_laplacian(other, True)
+    assert not hasattr(other, "compute_normalized_laplacian")

@@ -147,6 +147,19 @@ def normalized_laplacian_by_scaling(adj):
     return d[:, None] * adj * d[None, :]
 
 
+def use_laplacian(module, scaled: bool) -> None:
+    """Give ``module`` (MMRec's ``models.lattice``, which imported ``compute_normalized_laplacian``
+    by name) the scaled normalisation or MMRec's own, whichever this Reference asks for: the
+    module is shared by every Reference of the process, so each one sets it, and MMRec's own
+    function is kept to be put back. Modules without the name are left alone."""
+    if not hasattr(module, "compute_normalized_laplacian"):
+        return
+    if not hasattr(module, "_mmrec_compute_normalized_laplacian"):
+        module._mmrec_compute_normalized_laplacian = module.compute_normalized_laplacian
+    module.compute_normalized_laplacian = (normalized_laplacian_by_scaling if scaled
+                                           else module._mmrec_compute_normalized_laplacian)
+
+
 class Reference:
     """One MMRec model with its optimiser, scheduler and data loader, stepping one epoch at a time."""
 
@@ -170,9 +183,7 @@ class Reference:
         self._trainer = mods["common.trainer"].Trainer
         init_seed = mods["utils.utils"].init_seed
         cls = getattr(mods[f"models.{name.lower()}"], name)
-        if scaled_laplacian and hasattr(mods[f"models.{name.lower()}"], "compute_normalized_laplacian"):
-            # the name LATTICE's module imported from utils.utils (process-wide, bench only)
-            mods[f"models.{name.lower()}"].compute_normalized_laplacian = normalized_laplacian_by_scaling
+        use_laplacian(mods[f"models.{name.lower()}"], scaled_laplacian)
 
         config = {**MMREC_OVERALL, **MMREC_MODEL[name], "dataset": "bench", "data_path": str(workdir) + "/"}
         (workdir / "bench").mkdir(parents=True, exist_ok=True)
