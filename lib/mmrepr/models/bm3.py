@@ -85,6 +85,16 @@ class BM3(EmbeddingRecommender):
         return ue, ie + item
 
     def _batch_loss(self, batch):
+        if self._device.type != "cpu" or self.net.user.dtype != torch.float32:
+            return self._batch_loss_autograd(batch)
+        users, items = batch
+        u_ori, i_ori = self._forward()
+        net = self.net
+        proj = [p for m in self.modalities for p in (getattr(net, f"{m}_trs").weight, getattr(net, f"{m}_trs").bias)]
+        return _BM3Loss.apply(u_ori, i_ori, net.predictor.weight, net.predictor.bias, self, users, items, *proj)
+
+    def _batch_loss_autograd(self, batch):
+        """The loss through autograd (any device; the reference the fused CPU loss is tested against)."""
         users, items = batch
         u_ori, i_ori = self._forward()
         pred = self.net.predictor
@@ -119,6 +129,92 @@ class BM3(EmbeddingRecommender):
 
     def _modality(self, m, items):
         return getattr(self.net, f"{m}_trs")(rows(getattr(self.net, f"{m}_feat"), items))
+
+
+def _unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x / n, n)`` with ``n`` the rows' norms clamped at 1e-8 (``F.cosine_similarity``'s)."""
+    n = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(1e-8)
+    return x / n, n
+
+
+class _BM3Loss(torch.autograd.Function):
+    """BM3's loss from the online embeddings ``u_ori``, ``i_ori`` with its gradient written out
+    (``mmrepr.models.fused``): the same terms, target dropout draws and values as
+    :meth:`BM3._batch_loss_autograd`, gradients equal to float rounding
+    (``tests/test_fused_losses.py``). The predictor is applied once to the stacked user, item
+    and projected-feature rows; the feature tables' gradients go into their ``RowGradTable``
+    buffers. For ``1 - cos(a, t)`` with a constant target: ``d/da = -(t/|t| - cos a/|a|) / |a|``."""
+
+    @staticmethod
+    def forward(ctx, u_ori, i_ori, wp, bp, model, users, items, *proj):
+        b, p = len(users), model.dropout
+        ub, ib = u_ori.index_select(0, users), i_ori.index_select(0, items)
+        u_t, i_t = target_dropout(ub, p), target_dropout(ib, p)  # the autograd path's draw order
+        feats, fs, f_targets = [], [], []
+        if model.modalities:  # each distinct item projected once; rows repeat as in the autograd path
+            uniq, inverse = torch.unique(items, return_inverse=True)
+        for m, table in enumerate(model._row_grad_tables):
+            fu = table.param.index_select(0, uniq)
+            f = torch.addmm(proj[2 * m + 1], fu, proj[2 * m].t()).index_select(0, inverse)
+            f_targets.append(target_dropout(f, p))
+            feats.append(fu)
+            fs.append(f)
+        x = torch.cat([ub, ib, *fs])
+        online = torch.addmm(bp, x, wp.t())  # pred(u), pred(i), pred(f_m)...
+        on_hat, on_norm = _unit_rows(online)
+        it_hat, _ = _unit_rows(i_t)
+        ut_hat, _ = _unit_rows(u_t)
+        targets = [it_hat, ut_hat]  # of pred(u) and pred(i)
+        for ft in f_targets:
+            targets.append(_unit_rows(ft)[0])
+        cos_ui = (on_hat[:b] * it_hat).sum(1)
+        cos_iu = (on_hat[b : 2 * b] * ut_hat).sum(1)
+        value = (1 - cos_ui.mean()) + (1 - cos_iu.mean())
+        cos_f = []
+        for m in range(len(f_targets)):
+            h = on_hat[(2 + m) * b : (3 + m) * b]
+            c_fi, c_ff = (h * it_hat).sum(1), (h * targets[2 + m]).sum(1)
+            cos_f.append((c_fi, c_ff))
+            value = value + model.cl_weight * ((1 - c_fi.mean()) + (1 - c_ff.mean()))
+        nu, ni = torch.linalg.norm(u_ori), torch.linalg.norm(i_ori)
+        value = value + model.lambda_reg * (nu + ni) / model._n_warm
+        ctx.save_for_backward(u_ori, i_ori, wp, users, items, x, on_hat, on_norm, it_hat, ut_hat, cos_ui, cos_iu,
+                              *proj)
+        ctx.model, ctx.norms, ctx.feats, ctx.f_hats, ctx.cos_f = model, (nu, ni), feats, targets[2:], cos_f
+        ctx.uniq_inverse = (uniq, inverse) if model.modalities else None
+        return value
+
+    @staticmethod
+    def backward(ctx, g):
+        u_ori, i_ori, wp, users, items, x, on_hat, on_norm, it_hat, ut_hat, cos_ui, cos_iu, *proj = ctx.saved_tensors
+        model = ctx.model
+        b = len(users)
+        c = g / b
+        # d(1 - mean cos(a, t))/da for every online row, stacked like ``online``
+        d_on = torch.empty_like(on_hat)
+        d_on[:b] = (it_hat - cos_ui.unsqueeze(1) * on_hat[:b]).mul_(-c)
+        d_on[b : 2 * b] = (ut_hat - cos_iu.unsqueeze(1) * on_hat[b : 2 * b]).mul_(-c)
+        for m, ((c_fi, c_ff), ft_hat) in enumerate(zip(ctx.cos_f, ctx.f_hats)):
+            h = on_hat[(2 + m) * b : (3 + m) * b]
+            d = (it_hat - c_fi.unsqueeze(1) * h) + (ft_hat - c_ff.unsqueeze(1) * h)
+            d_on[(2 + m) * b : (3 + m) * b] = d.mul_(-c * model.cl_weight)
+        d_on.div_(on_norm)
+        dwp, dbp = d_on.t().mm(x), d_on.sum(0)
+        dx = d_on.mm(wp)
+        scale = g * model.lambda_reg / model._n_warm
+        du = u_ori * (scale / ctx.norms[0])
+        du.index_add_(0, users, dx[:b])
+        di = i_ori * (scale / ctx.norms[1])
+        di.index_add_(0, items, dx[b : 2 * b])
+        dproj = []
+        if ctx.uniq_inverse is not None:
+            uniq, inverse = ctx.uniq_inverse
+            for m, (table, fu) in enumerate(zip(model._row_grad_tables, ctx.feats)):
+                dz = torch.zeros((len(uniq), dx.shape[1]), dtype=dx.dtype)
+                dz.index_add_(0, inverse, dx[(2 + m) * b : (3 + m) * b])
+                table.accumulate(uniq, dz.mm(proj[2 * m]))
+                dproj += [dz.t().mm(fu), dz.sum(0)]
+        return (du, di, dwp, dbp, None, None, None, *dproj)
 
 
 SPEC = ModelSpec("BM3", "multimodal", embedding_build(BM3), needs="features")

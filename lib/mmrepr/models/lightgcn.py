@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from mmrepr.models.base import EmbeddingRecommender, rows
+from mmrepr.models.base import EmbeddingRecommender
+from mmrepr.models.fused import bpr_rows
 from mmrepr.models.graphs import (
     FixedSparse,
     propagate_mean_rows,
@@ -60,10 +60,9 @@ class LightGCN(EmbeddingRecommender):
         users, u_inv = torch.unique(u, return_inverse=True)
         items, it_inv = torch.unique(torch.cat([i, j]), return_inverse=True)
         ue, ie = propagate_mean_rows(self.adj, self.net.user, self.net.item, self.n_layers, users, items)
-        eu, ep, en = rows(ue, u_inv), rows(ie, it_inv[: len(i)]), rows(ie, it_inv[len(i) :])
-        bpr = F.softplus((eu * en).sum(1) - (eu * ep).sum(1)).mean()
-        reg = 0.5 * (eu.pow(2).sum() + ep.pow(2).sum() + en.pow(2).sum()) / len(u)
-        return bpr + self.lambda_reg * reg
+        # softplus(n - p) + lambda * 1/2 (|u|^2 + |p|^2 + |n|^2) / B with its gradient written out
+        return bpr_rows(ue, ie, u_inv, it_inv[: len(i)], it_inv[len(i) :], kind="logsigmoid",
+                        reg="half_squared", lam=self.lambda_reg)
 
     def _final_embeddings(self):
         return self._forward()
