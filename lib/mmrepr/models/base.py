@@ -246,6 +246,28 @@ class _GatherIntoGrad(torch.autograd.Function):
         return None, None, None
 
 
+class _DiffIntoGrad(torch.autograd.Function):
+    """``table[rows[a]] - table[rows[b]]`` whose backward adds the gradient's rows, ``+`` at
+    ``rows[a]`` and ``-`` at ``rows[b]``, into the table's persistent ``.grad`` (see
+    ``RowGradTable``). The distinct ``rows`` are gathered (and their gradient added) once; the
+    differences are taken between those cached rows."""
+
+    @staticmethod
+    def forward(ctx, table, rows, a, b, tracker):
+        ctx.save_for_backward(rows, a, b)
+        ctx.tracker = tracker
+        fu = table.index_select(0, rows)
+        return fu.index_select(0, a).sub_(fu.index_select(0, b))
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, a, b = ctx.saved_tensors
+        g = torch.zeros((len(rows), grad.shape[1]), dtype=grad.dtype, device=grad.device)
+        g.index_add_(0, a, grad).index_add_(0, b, grad, alpha=-1.0)
+        ctx.tracker.accumulate(rows, g)
+        return None, None, None, None, None
+
+
 class RowGradTable:
     """A trainable table read only through row gathers (FREEDOM's and BM3's feature tables,
     MMRec's ``from_pretrained(freeze=False)``), with its gradient kept in one preallocated
@@ -269,15 +291,24 @@ class RowGradTable:
             return self.param.index_select(0, index)
         return _GatherIntoGrad.apply(self.param, index, self)
 
-    def accumulate(self, index: torch.Tensor, grad: torch.Tensor) -> None:
+    def row_difference(self, rows: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``table[rows[a]] - table[rows[b]]`` (``rows`` distinct, e.g. ``torch.unique``'s
+        output with ``a``, ``b`` slices of its inverse), its gradient added in place like
+        ``rows()``'."""
+        if not torch.is_grad_enabled():
+            fu = self.param.index_select(0, rows)
+            return fu.index_select(0, a) - fu.index_select(0, b)
+        return _DiffIntoGrad.apply(self.param, rows, a, b, self)
+
+    def accumulate(self, index: torch.Tensor, grad: torch.Tensor, alpha: float = 1.0) -> None:
         p = self.param
         if p.grad is None:  # zeroed with set_to_none outside the training loop: start from zeros
             self.buf.zero_()
             p.grad = self.buf
         if p.grad is not self.buf:  # a gradient someone else set: add into it, as autograd would
-            p.grad.index_add_(0, index, grad)
+            p.grad.index_add_(0, index, grad, alpha=alpha)
             return
-        self.buf.index_add_(0, index, grad)
+        self.buf.index_add_(0, index, grad, alpha=alpha)
         self._touched.append(index)
 
     def reset(self) -> None:
