@@ -338,7 +338,7 @@ class _ScipyPropagateMeanSplit(torch.autograd.Function):
         w = g0.numpy()
         for layer in range(n_layers):
             w = fixed.product(w, None if layer == n_layers - 1 else fixed.buffer(shape, layer % 2), transpose=True)
-            w += g0.numpy()
+            torch.from_numpy(w).add_(g0)  # torch's add runs on every intra-op thread, NumPy's on one
         t = torch.from_numpy(w)
         return t[:nu], t[nu:], None, None
 
@@ -362,9 +362,10 @@ class _ScipyPropagateMeanRows(torch.autograd.Function):
         n = fixed.shape[0]
         r = torch.cat([user_rows, item_rows + nu])
         h = fixed.buffer((n, d), "in")
-        h[:nu] = users.detach().numpy()
-        h[nu:] = items.detach().numpy()
-        out = torch.from_numpy(h).index_select(0, r)
+        ht = torch.from_numpy(h)
+        ht[:nu] = users.detach()
+        ht[nu:] = items.detach()
+        out = ht.index_select(0, r)
         for layer in range(n_layers):
             h = fixed.product(h, fixed.buffer((n, d), layer % 2))
             out += torch.from_numpy(h).index_select(0, r)
