@@ -307,16 +307,31 @@ def test_lightgcn_loss_and_layer_mean():
     assert got == pytest.approx(float(want), rel=1e-5)
 
 
-def test_bpr_sampler_never_returns_a_training_item_as_negative():
+@pytest.mark.parametrize("bitmap", [True, False])
+def test_bpr_sampler_never_returns_a_training_item_as_negative(bitmap, monkeypatch):
+    if not bitmap:  # the binary-search membership test, used above BITMAP_MAX_BITS
+        monkeypatch.setattr(BPRSampler, "BITMAP_MAX_BITS", 0)
     csr = sp.random(30, 12, density=0.6, random_state=0, format="csr")
     csr.data[:] = 1
     s = BPRSampler(csr, seed=0)
+    assert (s._bits is not None) == bitmap
     seen = 0
     for u, i, j in s.epoch(16):
         assert np.all(np.asarray(csr[u, i]).ravel() == 1)
         assert np.all(np.asarray(csr[u, j]).ravel() == 0)
         seen += len(u)
     assert seen == csr.nnz
+
+
+def test_bpr_sampler_membership_by_bitmap_draws_what_the_binary_search_draws(monkeypatch):
+    csr = sp.random(50, 37, density=0.3, random_state=1, format="csr")
+    csr.data[:] = 1
+    fast = [a.copy() for a in BPRSampler(csr, seed=4).epoch_arrays()]
+    monkeypatch.setattr(BPRSampler, "BITMAP_MAX_BITS", 0)
+    slow = BPRSampler(csr, seed=4)
+    assert slow._bits is None
+    for a, b in zip(fast, slow.epoch_arrays()):
+        np.testing.assert_array_equal(a, b)
 
 
 # ---- Attribute Item-kNN on a 4x3 example ---------------------------------------------------

@@ -173,13 +173,29 @@ class BPRSampler:
         self.n_items = csr.shape[1]
         self.warm = np.flatnonzero(warm_item_mask(csr)).astype(np.int64)
         self._keys = np.unique(self.users * self.n_items + self.items)
+        # membership of (user, item) pairs as a bitmap when it is small (allrecipes: 7.6 MB),
+        # one lookup per candidate instead of a binary search (2.5 -> ~0.3 ms per epoch)
+        n_pairs = csr.shape[0] * self.n_items
+        self._bits = None
+        if n_pairs <= self.BITMAP_MAX_BITS:
+            self._bits = np.zeros(-(-n_pairs // 8), dtype=np.uint8)
+            np.bitwise_or.at(self._bits, self._keys >> 3, (1 << (self._keys & 7)).astype(np.uint8))
         full = np.flatnonzero(np.diff(csr.indptr) >= len(self.warm))
         if full.size:
             raise ValueError(f"users {full[:3].tolist()} interacted with every item: no negative to sample")
         self.rng = np.random.default_rng(seed)
 
+    BITMAP_MAX_BITS = 1 << 29  # 64 MB
+
     def __len__(self) -> int:
         return len(self.users)
+
+    def _interacted(self, keys: np.ndarray) -> np.ndarray:
+        """Whether each ``user * n_items + item`` key is a training interaction."""
+        if self._bits is not None:
+            return ((self._bits[keys >> 3] >> (keys & 7).astype(np.uint8)) & 1).astype(bool)
+        pos = np.searchsorted(self._keys, keys)
+        return (pos < len(self._keys)) & (self._keys[np.minimum(pos, len(self._keys) - 1)] == keys)
 
     def n_batches(self, batch_size: int) -> int:
         return -(-len(self.users) // batch_size)
@@ -189,10 +205,7 @@ class BPRSampler:
         neg = self.warm[self.rng.integers(0, n_warm, size=len(users))]
         todo = np.arange(len(users))
         while todo.size:
-            keys = users[todo] * self.n_items + neg[todo]
-            pos = np.searchsorted(self._keys, keys)
-            hit = (pos < len(self._keys)) & (self._keys[np.minimum(pos, len(self._keys) - 1)] == keys)
-            todo = todo[hit]
+            todo = todo[self._interacted(users[todo] * self.n_items + neg[todo])]
             neg[todo] = self.warm[self.rng.integers(0, n_warm, size=todo.size)]
         return neg
 
