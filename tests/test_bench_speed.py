@@ -124,3 +124,26 @@ def test_each_reference_sets_the_lattice_normalisation_it_asks_for():
     other = types.ModuleType("models.vbpr")  # a model without the function is left alone
     S.use_laplacian(other, True)
     assert not hasattr(other, "compute_normalized_laplacian")
+
+
+def test_repeat_times_each_model_afresh_and_reports_the_median_ratio(stub_src, tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(1)
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [(f"u{u}", f"i{i}", 5) for u in range(15) for i in rng.choice(10, size=4, replace=False)]
+    for split, part in (("train", rows), ("val", rows[:10]), ("test", rows[10:20])):
+        (data / f"{split}.tsv").write_text("".join(f"{u}\t{i}\t{r}\n" for u, i, r in part))
+    log = types.SimpleNamespace(events=[], seen=None)
+    monkeypatch.setitem(sys.modules, "speed_test_log", log)
+    out = tmp_path / "speed.json"
+    assert S.main(["--models", "LightGCN", "--epochs", "2", "--repeat", "3", "--reference", str(stub_src),
+                   "--data", str(data), "--json", str(out)]) == 0
+    import json
+
+    got = json.loads(out.read_text())["rows"]
+    assert [r["repeat"] for r in got] == [0, 1, 2]
+    # three fresh pairs of models: every repeat interleaves its own two epochs with MMRec's
+    assert [e for e in log.events if e[0] == "ref"] == [("ref", 0), ("ref", 1)] * 3
+    printed = capsys.readouterr().out
+    median = sorted(r["ratio_best"] for r in got)[1]
+    assert f"over 3 repeats: ratio of bests median {median:.3f}" in printed

@@ -244,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mmrepr.bench speed", description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--epochs", type=int, default=5, help="epochs timed per model (best and median reported)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="time each model this many times (fresh models each time) and report the median of the "
+                         "repeats' ratios: the machine's speed drifts by ~10%% between minutes, not within one run")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both (0: all cores)")
     ap.add_argument("--content", choices=("noise", "real"), default="noise",
                     help="noise: N(0,1) of shape (items, 384); real: MiniLM of the Qwen2-VL-7B answers (cached)")
@@ -264,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [m for m in models if m not in MODELS]
     if bad:
         ap.error(f"unknown model(s) {bad}; known: {', '.join(MODELS)}")
-    if a.epochs < 1:
-        ap.error("--epochs must be >= 1")
+    if a.epochs < 1 or a.repeat < 1:
+        ap.error("--epochs and --repeat must be >= 1")
     threads = set_torch_threads(a.threads)
     folder = Path(a.data) if a.data else shared_data_dir() / "allrecipes"
     protocol = Protocol(SplitTriples.from_tsv_folder(folder))
@@ -281,14 +284,25 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="mmrepr-speed-") as tmp:
         for name in models:
-            r = time_model(name, protocol, epochs=a.epochs, seed=a.seed,
-                           reference=Path(a.reference) if a.reference else None, feats=feats, workdir=Path(tmp))
-            rows.append(r)
-            line = f"  {name:8s} ours {r['ours_best']:.3f} s/epoch best, {r['ours_median']:.3f} median"
-            if "ref_best" in r:
-                line += (f" | MMRec {r['ref_best']:.3f} best, {r['ref_median']:.3f} median"
-                         f" | ratio {r['ratio_best']:.3f} (best), {r['ratio_median']:.3f} (median)")
-            print(line, flush=True)
+            reps = []
+            for rep in range(a.repeat):
+                r = time_model(name, protocol, epochs=a.epochs, seed=a.seed,
+                               reference=Path(a.reference) if a.reference else None, feats=feats,
+                               workdir=Path(tmp) / f"r{rep}")
+                r["repeat"] = rep
+                reps.append(r)
+                rows.append(r)
+                line = f"  {name:8s} ours {r['ours_best']:.3f} s/epoch best, {r['ours_median']:.3f} median"
+                if "ref_best" in r:
+                    line += (f" | MMRec {r['ref_best']:.3f} best, {r['ref_median']:.3f} median"
+                             f" | ratio {r['ratio_best']:.3f} (best), {r['ratio_median']:.3f} (median)")
+                print(line + (f"  [repeat {rep + 1}/{a.repeat}]" if a.repeat > 1 else ""), flush=True)
+            if a.repeat > 1 and "ratio_best" in reps[0]:
+                rb = [x["ratio_best"] for x in reps]
+                rm = [x["ratio_median"] for x in reps]
+                print(f"  {name:8s} over {a.repeat} repeats: ratio of bests median {statistics.median(rb):.3f} "
+                      f"(range {min(rb):.3f}-{max(rb):.3f}); ratio of medians median {statistics.median(rm):.3f}",
+                      flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps({"threads": threads, "content": a.content, "rows": rows}, indent=2))
     return 0
