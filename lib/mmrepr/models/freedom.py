@@ -30,6 +30,7 @@ from mmrepr.models.graphs import (
     edge_normalised_values,
     freedom_knn_graph,
     propagate_mean_rows,
+    pad_item_block,
     propagate_mean_split,
     rows_operator_product,
     RowsOperator,
@@ -139,7 +140,7 @@ class FREEDOM(EmbeddingRecommender):
             m = sp.identity(self.num_items, dtype=np.float32, format="csr")
             for _ in range(self.n_mm_layers):
                 m = self.mm_adj.sa @ m
-            self._mm_power = sp.csr_matrix(m, dtype=np.float32)
+            self._mm_power = pad_item_block(m, self.num_users)  # padded once, added every epoch
         op = RowsOperator(self.masked_adj.sa, self.n_ui_layers, self.num_users, self._mm_power)
         self._rows_op = op if op.worthwhile() else None
 

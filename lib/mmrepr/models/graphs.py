@@ -415,6 +415,12 @@ def propagate_mean_rows(adj, users: torch.Tensor, items: torch.Tensor, n_layers:
     return ue.index_select(0, user_rows), ie.index_select(0, item_rows)
 
 
+def pad_item_block(m: sp.spmatrix, n_users: int) -> sp.csr_matrix:
+    """``[[0, 0], [0, M]]``: an items x items matrix placed in the (users + items) square."""
+    return sp.block_diag((sp.csr_matrix((n_users, n_users), dtype=np.float32), sp.csr_matrix(m, dtype=np.float32)),
+                         format="csr")
+
+
 class RowsOperator:
     """``Q = mean(I, A, ..., A^L) + [[0, 0], [0, M]]`` as one sparse matrix, for a training
     step whose loss reads only some rows of ``[users; items]`` after a LightGCN layer mean
@@ -429,6 +435,8 @@ class RowsOperator:
     up to float rounding (the layer sum is formed in another order)."""
 
     def __init__(self, a: sp.spmatrix, n_layers: int, n_users: int, item_block: sp.spmatrix | None = None):
+        """``item_block``: ``M`` (items x items), or already padded to ``[[0, 0], [0, M]]``
+        (users + items square; a caller building one operator per epoch pads it once)."""
         a = sp.csr_matrix(a, dtype=np.float32)
         n = a.shape[0]
         power = sp.identity(n, dtype=np.float32, format="csr")
@@ -438,8 +446,9 @@ class RowsOperator:
             q = q + power
         q = q * np.float32(1.0 / (n_layers + 1))
         if item_block is not None:
-            q = q + sp.block_diag((sp.csr_matrix((n_users, n_users), dtype=np.float32),
-                                   sp.csr_matrix(item_block, dtype=np.float32)), format="csr")
+            if item_block.shape[0] != n:
+                item_block = pad_item_block(item_block, n_users)
+            q = q + item_block
         q = sp.csr_matrix(q, dtype=np.float32)
         self.nnz, self.n_rows, self.n_users, self.n_layers, self.a_nnz = q.nnz, n, n_users, n_layers, a.nnz
         # the user and item column blocks, each row-sliced per step (slicing columns per step
