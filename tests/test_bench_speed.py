@@ -147,3 +147,19 @@ def test_repeat_times_each_model_afresh_and_reports_the_median_ratio(stub_src, t
     printed = capsys.readouterr().out
     median = sorted(r["ratio_best"] for r in got)[1]
     assert f"over 3 repeats: ratio of bests median {median:.3f}" in printed
+
+
+@pytest.mark.parametrize("items", ["train", "all"])
+def test_reference_items_all_gives_mmrec_its_own_item_space(stub_src, tmp_path, monkeypatch, items):
+    rng = np.random.default_rng(2)
+    train = [(f"u{u}", f"i{i}", 1.0) for u in range(12) for i in rng.choice(9, size=4, replace=False)]
+    val_only = [("u0", "new1", 1.0), ("u1", "new2", 1.0)]  # items never seen in training
+    protocol = F.Protocol(SplitTriples(train, train[:3] + val_only, train[3:6]))
+    assert protocol.n_unknown_items == 2
+    log = types.SimpleNamespace(events=[], seen=None)
+    monkeypatch.setitem(sys.modules, "speed_test_log", log)
+    S.time_model("LightGCN", protocol, epochs=1, seed=1, reference=stub_src, feats=None,
+                 workdir=tmp_path / "work", reference_items=items)
+    ts = protocol.train_set
+    n_items = protocol.n_items_all if items == "all" else ts.num_items
+    assert log.seen == (ts.num_users, n_items, ts.csr_matrix.nnz, 2048, 64)

@@ -10,7 +10,9 @@ the scheduler step. No evaluation.
 ``--reference DIR``: DIR is the ``src`` folder of an MMRec checkout (GitHub enoche/MMRec;
 it needs ``models/<model>.py``, ``common/{abstract_recommender,loss,init,trainer}.py``,
 ``utils/{utils,dataloader}.py``). MMRec's own classes are then trained on the same split and
-features (same user/item indices: only the training items, as ours), and the two are timed
+features (same user/item indices: only the training items, as ours; ``--reference-items
+all``: every item of the dataset, MMRec's own item space, as ``bench fidelity --reference``
+runs it and as the reference figures of docs/fidelity.md were trained), and the two are timed
 **interleaved in one process**: ours epoch 1, reference epoch 1, ours epoch 2, ... (the
 reference epoch runs inside our ``epoch_callback``, outside our epoch's timer), so that the
 load of a shared machine hits both alike. The reference epoch is MMRec's own: the model's
@@ -220,11 +222,21 @@ class Reference:
 
 
 def time_model(name: str, protocol: Protocol, *, epochs: int, seed: int, reference: Path | None,
-               feats: np.ndarray | None, workdir: Path) -> dict:
+               feats: np.ndarray | None, workdir: Path, reference_items: str = "train") -> dict:
+    """``feats``: one row per item of train ∪ val ∪ test (training items first, as
+    ``Protocol``), or only the training items' rows. ``reference_items``: ``train`` (MMRec
+    on our index space: the training items) or ``all`` (MMRec's own: every item of the
+    dataset, as ``bench fidelity --reference`` runs it)."""
     ref = None
+    n_train = protocol.train_set.num_items
     if reference is not None:
-        ref = Reference(reference, name, protocol.train_set.csr_matrix, feats if name in MULTIMODAL else None, seed,
-                        workdir / name)
+        csr = protocol.train_all.tocsr() if reference_items == "all" else protocol.train_set.csr_matrix
+        ref_feats = None
+        if name in MULTIMODAL and feats is not None:
+            if reference_items == "all" and feats.shape[0] != protocol.n_items_all:
+                raise ValueError(f"--reference-items all needs features for all {protocol.n_items_all} items")
+            ref_feats = feats if reference_items == "all" else feats[:n_train]
+        ref = Reference(reference, name, csr, ref_feats, seed, workdir / name)
     model = model_class(name)(k=64, learning_rate=1e-3, n_epochs=epochs, batch_size=2048, seed=seed, device="cpu",
                               **OURS[name])
     if ref is not None:
@@ -248,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="time each model this many times (fresh models each time) and report the median of the "
                          "repeats' ratios: the machine's speed drifts by ~10%% between minutes, not within one run")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both (0: all cores)")
+    ap.add_argument("--reference-items", choices=("train", "all"), default="train",
+                    help="MMRec's items: train (ours: the training items) or all (MMRec's own item space, "
+                         "train ∪ val ∪ test with the val/test-only items' feature rows, as bench fidelity "
+                         "--reference runs it)")
     ap.add_argument("--content", choices=("noise", "real"), default="noise",
                     help="noise: N(0,1) of shape (items, 384); real: MiniLM of the Qwen2-VL-7B answers (cached)")
     ap.add_argument("--seed", type=int, default=999)
@@ -273,14 +289,17 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(a.data) if a.data else shared_data_dir() / "allrecipes"
     protocol = Protocol(SplitTriples.from_tsv_folder(folder))
     ts = protocol.train_set
+    # features of every item (training items first); ours get the training items' rows (the
+    # noise draws of those rows are the same whatever the number of rows after them)
     if a.content == "real":
-        feats = minilm_features(protocol.item_ids, Path(a.cache))
+        feats = minilm_features(list(protocol.item_ids) + list(protocol.extra_item_ids), Path(a.cache))
     else:
-        feats = np.random.default_rng(a.seed).standard_normal((ts.num_items, 384)).astype(np.float32)
-    attach(protocol, feats)
+        feats = np.random.default_rng(a.seed).standard_normal((protocol.n_items_all, 384)).astype(np.float32)
+    attach(protocol, feats[: ts.num_items])
     print(f"{folder}: {ts.num_users} users x {ts.num_items} items, {ts.csr_matrix.nnz} training interactions, "
           f"batch 2048 -> {-(-ts.csr_matrix.nnz // 2048)} steps/epoch; content {a.content} {feats.shape}; "
-          f"torch {torch.__version__}, {threads} thread(s); reference: {a.reference or 'none'}", flush=True)
+          f"torch {torch.__version__}, {threads} thread(s); reference: {a.reference or 'none'}"
+          f"{' (items: ' + a.reference_items + ')' if a.reference else ''}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="mmrepr-speed-") as tmp:
         for name in models:
@@ -288,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(a.repeat):
                 r = time_model(name, protocol, epochs=a.epochs, seed=a.seed,
                                reference=Path(a.reference) if a.reference else None, feats=feats,
-                               workdir=Path(tmp) / f"r{rep}")
+                               workdir=Path(tmp) / f"r{rep}", reference_items=a.reference_items)
                 r["repeat"] = rep
                 reps.append(r)
                 rows.append(r)
