@@ -306,101 +306,77 @@ class _ScipyPropagateMeanSplit(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, users, items, fixed, n_layers):
-        nu = users.shape[0]
-        ctx.fixed, ctx.n_layers, ctx.n_users = fixed, n_layers, nu
+        ctx.fixed, ctx.n_layers, ctx.n_users = fixed, n_layers, users.shape[0]
         n, d = fixed.shape[0], users.shape[1]
-        # out = E / (L+1) with E = [users; items]; the products propagate the scaled E (they are
-        # linear), so the layer mean needs no final scaling pass
-        scale = 1.0 / (n_layers + 1)
-        out = torch.empty((n, d))
-        torch.mul(users.detach(), scale, out=out[:nu])
-        torch.mul(items.detach(), scale, out=out[nu:])
-        h = out.numpy()
+        out = np.concatenate([users.detach().numpy(), items.detach().numpy()])
+        h = out
         for layer in range(n_layers):
             h = fixed.product(h, fixed.buffer((n, d), layer % 2))
-            out.add_(torch.from_numpy(h))
-        return out[:nu], out[nu:]
+            out += h
+        out *= np.float32(1.0 / (n_layers + 1))
+        t = torch.from_numpy(out)
+        return t[: ctx.n_users], t[ctx.n_users :]
 
     @staticmethod
     def backward(ctx, gu, gi):
-        # Horner: w <- A^T w + g0 from w = g0 = [gu; gi] / (L+1): L products and L additions,
-        # with no accumulator copy and no final scaling pass
-        nu, n_layers, fixed = ctx.n_users, ctx.n_layers, ctx.fixed
-        d = (gu if gu is not None else gi).shape[1]
-        shape = (fixed.shape[0], d)
-        scale = 1.0 / (n_layers + 1)
-        g0 = torch.from_numpy(fixed.buffer(shape, "g0") if n_layers else np.empty(shape, dtype=np.float32))
-        for block, g in ((g0[:nu], gu), (g0[nu:], gi)):
-            if g is None:
-                block.zero_()
-            else:
-                torch.mul(g, scale, out=block)
-        w = g0.numpy()
-        for layer in range(n_layers):
-            w = fixed.product(w, None if layer == n_layers - 1 else fixed.buffer(shape, layer % 2), transpose=True)
-            torch.from_numpy(w).add_(g0)  # torch's add runs on every intra-op thread, NumPy's on one
-        t = torch.from_numpy(w)
+        nu = ctx.n_users
+        acc = np.empty((ctx.fixed.shape[0], (gu if gu is not None else gi).shape[1]), dtype=np.float32)
+        acc[:nu] = 0.0 if gu is None else gu.numpy()
+        acc[nu:] = 0.0 if gi is None else gi.numpy()
+        g = acc
+        for layer in range(ctx.n_layers):
+            g = ctx.fixed.product(g, ctx.fixed.buffer(acc.shape, layer % 2), transpose=True)
+            acc += g
+        acc *= np.float32(1.0 / (ctx.n_layers + 1))
+        t = torch.from_numpy(acc)
         return t[:nu], t[nu:], None, None
 
 
 class _ScipyPropagateMeanRows(torch.autograd.Function):
     """Rows ``R`` of ``mean(E, AE, ..., A^L E)`` for ``E = [users; items]``, for a training
     step whose loss reads only the batch's rows: the output, its gradient and the layer sums
-    are |R| x d instead of (users + items) x d. Every product is the full MKL product into a
-    reused buffer (restricting the last product to A[R] with SciPy was slower: SciPy's kernel
-    is ~4x slower than MKL's on this graph). The backward runs Horner's scheme,
-    ``w <- A^T w + g0`` from ``w = g0``, where ``g0`` (the upstream gradient, scaled once by
-    1/(L+1)) lives on the rows ``R`` only: each ``+ g0`` is a row update (``index_add_``), not
-    a pass over the whole table, and no accumulator is copied; the last product's output is
-    the returned gradient. Row gathers and updates go through torch (``index_select``,
-    ``index_add_``: ~3x faster than NumPy's fancy indexing here). Forward rows bit-equal to
-    ``propagate_mean_split``'s; gradients equal to float rounding (another summation order)."""
+    are |R| x d instead of (users + items) x d, and the backward starts from the gradient
+    scattered into a reused buffer. Every product is the full MKL product into a reused
+    buffer (restricting the last product to A[R] with SciPy was slower: SciPy's kernel is
+    ~4x slower than MKL's on this graph under load). Forward rows bit-equal to
+    ``propagate_mean_split``'s; gradients equal to float rounding."""
 
     @staticmethod
     def forward(ctx, users, items, fixed, n_layers, user_rows, item_rows):
         nu, d = users.shape[0], users.shape[1]
         n = fixed.shape[0]
-        r = torch.cat([user_rows, item_rows + nu])
+        r = np.concatenate([user_rows.numpy(), item_rows.numpy() + nu])
         h = fixed.buffer((n, d), "in")
-        ht = torch.from_numpy(h)
-        ht[:nu] = users.detach()
-        ht[nu:] = items.detach()
-        out = ht.index_select(0, r)
+        h[:nu] = users.detach().numpy()
+        h[nu:] = items.detach().numpy()
+        out = h[r]
         for layer in range(n_layers):
             h = fixed.product(h, fixed.buffer((n, d), layer % 2))
-            out += torch.from_numpy(h).index_select(0, r)
-        out *= 1.0 / (n_layers + 1)
-        ctx.fixed, ctx.n_layers, ctx.nu, ctx.ni = fixed, n_layers, nu, items.shape[0]
+            out += h[r]
+        out *= np.float32(1.0 / (n_layers + 1))
+        ctx.fixed, ctx.n_layers, ctx.nu, ctx.ni, ctx.r = fixed, n_layers, nu, items.shape[0], r
         ctx.n_user_rows = len(user_rows)
-        ctx.save_for_backward(r)
-        return out[: len(user_rows)], out[len(user_rows) :]
+        t = torch.from_numpy(out)
+        return t[: len(user_rows)], t[len(user_rows) :]
 
     @staticmethod
     def backward(ctx, gu, gi):
-        (r,) = ctx.saved_tensors
-        nu, nr, n_layers, fixed = ctx.nu, ctx.n_user_rows, ctx.n_layers, ctx.fixed
+        nu, r, nr = ctx.nu, ctx.r, ctx.n_user_rows
         d = (gu if gu is not None else gi).shape[1]
         n = nu + ctx.ni
-        gr = torch.zeros((len(r), d))
+        g = ctx.fixed.buffer((n, d), "in")  # scattered upstream gradient
+        g.fill(0.0)
         if gu is not None:
-            gr[:nr] = gu
+            g[r[:nr]] = gu.numpy()
         if gi is not None:
-            gr[nr:] = gi
-        gr *= 1.0 / (n_layers + 1)
-        g0 = fixed.buffer((n, d), "in")
-        g0.fill(0.0)
-        g0t = torch.from_numpy(g0)
-        g0t.index_copy_(0, r, gr)
-        if n_layers == 0:
-            w = g0t.clone()
-        else:
-            w = g0
-            for layer in range(n_layers):
-                last = layer == n_layers - 1
-                w = fixed.product(w, None if last else fixed.buffer((n, d), layer % 2), transpose=True)
-                torch.from_numpy(w).index_add_(0, r, gr)
-            w = torch.from_numpy(w)
-        return w[:nu], w[nu:], None, None, None, None
+            g[r[nr:]] = gi.numpy()
+        acc = g.copy()
+        for layer in range(ctx.n_layers):
+            g = ctx.fixed.product(g, ctx.fixed.buffer((n, d), layer % 2), transpose=True)
+            acc += g
+        acc *= np.float32(1.0 / (ctx.n_layers + 1))
+        t = torch.from_numpy(acc)
+        return t[:nu], t[nu:], None, None, None, None
 
 
 def propagate_mean_rows(adj, users: torch.Tensor, items: torch.Tensor, n_layers: int,
