@@ -126,6 +126,8 @@ def test_planted_difference_significant_after_holm_null_not(result):
 
 
 def test_holm_is_applied_per_dataset_and_metric(result):
+    # (no ablation sets in this fixture: every comparison is in its dataset-and-metric family;
+    # an ablation label's own family: test_analysis_robustness.py)
     _, _, res = result
     t = res.tests
     assert (t.p_wilcoxon_adj >= t.p_wilcoxon - 1e-15).all()

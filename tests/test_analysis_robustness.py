@@ -157,3 +157,14 @@ def test_ablation_labels_and_the_planted_truth(tmp_path, drop_textual):
     assert "ablation_fx" in res.figures
     # The ablation sets are not noise controls: the content verdict still counts 2 controls.
     assert rec["n_controls"] == 2
+    # The label is its own correction family: its two comparisons are Holm-corrected together,
+    # and every other comparison of the dataset without them
+    from statsmodels.stats.multitest import multipletests
+
+    t = res.tests[res.tests["metric"] == "Recall@20"]
+    abl = t[t["family"] == "ablation"]
+    assert len(abl) == 2 and set(abl["correction_family"]) == {"ablation:VBPR:real"}
+    np.testing.assert_allclose(abl["p_wilcoxon_adj"], multipletests(abl["p_wilcoxon"], method="holm")[1])
+    rest = t[t["family"] != "ablation"]
+    assert set(rest["correction_family"]) == {"report"}
+    np.testing.assert_allclose(rest["p_wilcoxon_adj"], multipletests(rest["p_wilcoxon"], method="holm")[1])
