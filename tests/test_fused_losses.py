@@ -11,8 +11,6 @@ import pytest
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from cornac.data import ImageModality, TextModality
-from cornac.eval_methods import BaseMethod
 
 from mmrepr.models import FREEDOM, VBPR
 from mmrepr.models.fused import bpr_rows
@@ -28,7 +26,7 @@ from mmrepr.models.graphs import (
 
 torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from tiny_interactions import ITEMS, TEST, TRIPLES  # noqa: E402
+from tiny_interactions import tiny_method  # noqa: E402
 
 RNG = np.random.default_rng(7)
 VIS = RNG.normal(size=(6, 4)).astype(np.float32)
@@ -37,10 +35,7 @@ TOL = dict(rtol=1e-5, atol=1e-7)
 
 
 def _tiny(same_matrix: bool = False):
-    txt = VIS.copy() if same_matrix else TXT
-    return BaseMethod.from_splits(train_data=TRIPLES, test_data=TEST, exclude_unknowns=True, seed=0,
-                                  item_image=ImageModality(features=VIS, ids=ITEMS),
-                                  item_text=TextModality(features=txt, ids=ITEMS))
+    return tiny_method(VIS, VIS.copy() if same_matrix else TXT)
 
 
 @pytest.mark.parametrize("kind", ["logsigmoid", "log_gamma"])
@@ -204,9 +199,7 @@ def test_freedom_steps_through_the_rows_operator_with_pruned_edges():
 def test_bm3_fused_loss_gives_the_autograd_loss_and_gradients(dropout, modalities):
     from mmrepr.models import BM3
 
-    m = _tiny() if modalities == "both" else BaseMethod.from_splits(
-        train_data=TRIPLES, test_data=TEST, exclude_unknowns=True, seed=0,
-        item_image=ImageModality(features=VIS, ids=ITEMS))
+    m = _tiny() if modalities == "both" else tiny_method(VIS)
     model = BM3(k=3, n_epochs=2, batch_size=4, seed=0, device="cpu", learning_rate=0.05, dropout=dropout,
                 lambda_reg=0.3, cl_weight=1.5)
     model.fit(m.train_set)

@@ -22,7 +22,7 @@ from mmrepr.models.vbpr import VBPR
 
 torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from tiny_interactions import ITEMS, TEST, TRIPLES  # noqa: E402
+from tiny_interactions import ITEMS, TEST, TRIPLES, tiny_method  # noqa: E402
 
 RNG = np.random.default_rng(1)
 VIS = RNG.normal(size=(6, 4)).astype(np.float32)
@@ -30,12 +30,7 @@ TXT = RNG.normal(size=(6, 3)).astype(np.float32)
 
 
 def tiny(visual=True, textual=True):
-    kw = {}
-    if visual:
-        kw["item_image"] = ImageModality(features=VIS, ids=ITEMS)
-    if textual:
-        kw["item_text"] = TextModality(features=TXT, ids=ITEMS)
-    return BaseMethod.from_splits(train_data=TRIPLES, test_data=TEST, exclude_unknowns=True, seed=0, **kw)
+    return tiny_method(VIS if visual else None, TXT if textual else None)
 
 
 def rows(ts, mat):

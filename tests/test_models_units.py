@@ -12,8 +12,6 @@ import pytest
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from cornac.data import FeatureModality, ImageModality, TextModality
-from cornac.eval_methods import BaseMethod
 
 from mmrepr.models import BM3, FREEDOM, LATTICE, AttributeItemKNN, ElliotItemKNN, LightGCN, ModalityError, Random
 from mmrepr.models import registry
@@ -30,7 +28,7 @@ from mmrepr.models.graphs import (
 
 torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from tiny_interactions import ITEMS, TEST, TRIPLES  # noqa: E402
+from tiny_interactions import ITEMS, TRIPLES, tiny_method  # noqa: E402
 
 
 # ---- tiny dataset -----------------------------------------------------------------------
@@ -40,16 +38,7 @@ TXT = RNG.normal(size=(6, 5)).astype(np.float32)
 
 
 def tiny(visual=True, textual=True, attributes=None, order=None):
-    order = np.arange(6) if order is None else np.asarray(order)
-    ids = [ITEMS[i] for i in order]
-    kw = {}
-    if visual:
-        kw["item_image"] = ImageModality(features=VIS[order], ids=ids)
-    if textual:
-        kw["item_text"] = TextModality(features=TXT[order], ids=ids)
-    if attributes is not None:
-        kw["item_feature"] = FeatureModality(features=attributes[order], ids=ids)
-    return BaseMethod.from_splits(train_data=TRIPLES, test_data=TEST, exclude_unknowns=True, seed=0, **kw)
+    return tiny_method(VIS if visual else None, TXT if textual else None, attributes, order)
 
 
 def raw_rows(train_set, mat):
