@@ -131,3 +131,18 @@ def _check_reference_glue(src, tmp_path, monkeypatch, protocol, real):
     with pytest.raises(ValueError, match="one row per item"):
         F.train_reference(src, "VBPR", protocol, np.zeros((3, 2), np.float32), 1, max_epochs=1, eval_every=1,
                           patience=1, workdir=tmp_path / "w3")
+
+
+def test_summary_shows_the_mean_of_every_reference_seed_and_mmrec_on_our_items_where_measured():
+    import pandas as pd
+
+    rows = [{"model": m, "content": c, "seed": s, "test_recall20": v, "best_epoch": 3, "epochs": 24,
+             "diverged": False, "stopped_early": True, "s_per_epoch": 0.1}
+            for m, c in (("VBPR", "real"), ("FREEDOM", "noise")) for s, v in ((999, 0.004), (1000, 0.006))]
+    table = F.summary_table(pd.DataFrame(rows)).set_index("model")
+    vbpr = [v for _, v in F.REFERENCE[("VBPR", "real")]]
+    vbpr_train = [v for _, v in F.REFERENCE_TRAIN_ITEMS[("VBPR", "real")]]
+    assert table.loc["VBPR", "reference"].startswith(f"{np.mean(vbpr):.4f} ± {np.std(vbpr, ddof=1):.4f}")
+    assert table.loc["VBPR", "reference, MMRec on our items"].startswith(f"{np.mean(vbpr_train):.4f}")
+    assert table.loc["FREEDOM", "reference, MMRec on our items"] == "–"
+    assert table.loc["VBPR", "test R@20"] == "0.0050 ± 0.0014"
