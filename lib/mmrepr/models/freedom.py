@@ -173,7 +173,7 @@ class FREEDOM(EmbeddingRecommender):
         # instead of each distinct item: fewer rows in all three GEMMs (forward, W's gradient,
         # the feature rows' gradient). Same loss; gradients equal to float rounding.
         ii, jj = inverse[: len(i)], inverse[len(i) :]
-        z = [F.linear(table.row_difference(items, ii, jj), getattr(self.net, f"{m}_trs").weight)
+        z = [F.linear(table.row_difference(i, j), getattr(self.net, f"{m}_trs").weight)
              for m, table in zip(self.modalities, self._row_grad_tables)]
         return bpr_rows(ue, ie, u_inv, ii, jj, kind="logsigmoid", extra=tuple(z), extra_weight=self.lambda_reg)
 
