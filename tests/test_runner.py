@@ -137,3 +137,29 @@ def test_killed_run_resumes(project):
     res = run(p, stages=["data", "features"])
     assert [r.status for r in res] == ["skipped", "ran"]
     assert json.loads((run_dir / "features" / "result.json").read_text())["batch_size"] == 32
+
+
+BAR = "\rLoading weights: 100%|██████████| 103/103 [00:00<00:00, 10453.79it/s]"
+
+
+@pytest.mark.parametrize("split", [True, False], ids=["newline-in-next-message", "newline-with-the-bar"])
+def test_a_progress_bar_leaves_nothing_behind_wherever_its_newline_was_flushed(split):
+    # tqdm writes the closing newline on its own; in one run it reached the notebook with the
+    # bar, in the next at the start of the following log line (a flaky "identical runs" diff)
+    from mmrepr.runner import strip_timing
+
+    def stderr(text):
+        return nbformat.v4.new_output("stream", name="stderr", text=text)
+
+    def cell(*texts):
+        c = nbformat.v4.new_code_cell("x")
+        c.outputs = [stderr(t) for t in texts]
+        nb = nbformat.v4.new_notebook(cells=[c])
+        strip_timing(nb)
+        return [o["text"] for o in nb.cells[0].outputs]
+
+    texts = (BAR, "\nextract minilm: 38 encoded\n") if split else (BAR + "\n", "extract minilm: 38 encoded\n")
+    assert cell(*texts) == ["extract minilm: 38 encoded\n"]
+    # a blank line of the program's own, not after a bar, is kept
+    assert cell("a\n", "\nb\n") == ["a\n", "\nb\n"]
+    assert cell(BAR + "\n", "\nb\n") == ["\nb\n"]

@@ -163,11 +163,25 @@ def strip_timing(nb) -> None:
         if cell.get("cell_type") != "code":
             continue
         kept = []
+        # tqdm writes a closing bar's final newline separately: whether it reaches the
+        # notebook in the bar's stream message or at the start of the next one depends on
+        # when the kernel flushed stderr. A removed bar line that did not end the line leaves
+        # that newline pending, and it goes with the bar.
+        bar_open = False
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and out.get("name") == "stderr":
                 text = out.get("text", "")
                 text = "".join(text) if isinstance(text, list) else text
-                lines = [ln for ln in re.split(r"(?<=[\r\n])", text) if not _PROGRESS.search(ln)]
+                lines = []
+                for ln in re.split(r"(?<=[\r\n])", text):
+                    if _PROGRESS.search(ln):
+                        bar_open = not ln.endswith("\n")
+                        continue
+                    if bar_open and ln == "\n":
+                        bar_open = False
+                        continue
+                    bar_open = bar_open and ln == ""
+                    lines.append(ln)
                 text = _LOG_TIME.sub("", "".join(lines))
                 if not text.strip():
                     continue
