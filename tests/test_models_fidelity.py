@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from cornac.data import ImageModality, TextModality
+from cornac.data import ImageModality
 from cornac.eval_methods import BaseMethod
 
 from mmrepr.models.base import BPRSampler, target_dropout
@@ -22,7 +22,7 @@ from mmrepr.models.vbpr import VBPR
 
 torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from tiny_interactions import ITEMS, TEST, TRIPLES, tiny_method  # noqa: E402
+from tiny_interactions import ITEMS, tiny_method  # noqa: E402
 
 RNG = np.random.default_rng(1)
 VIS = RNG.normal(size=(6, 4)).astype(np.float32)
@@ -73,10 +73,7 @@ def test_vbpr_loss_is_mmrec_bpr_plus_frobenius_emb_loss():
 def test_vbpr_same_matrix_as_both_modalities_projects_once_with_the_same_values_and_gradients():
     # fast path: W [x; x] = (W_t + W_v) x; scores, loss and W's gradient as the concatenation's
     same = RNG.normal(size=(6, 4)).astype(np.float32)
-    m = BaseMethod.from_splits(train_data=TRIPLES, test_data=TEST, exclude_unknowns=True, seed=0,
-                               item_image=ImageModality(features=same, ids=ITEMS),
-                               item_text=TextModality(features=same.copy(), ids=ITEMS))
-    ts = m.train_set
+    ts = tiny_method(same, same.copy()).train_set
     model = VBPR(k=3, n_epochs=2, batch_size=4, seed=0, device="cpu", learning_rate=0.05).fit(ts)
     assert model.shared_modalities and model.features.shape == (ts.num_items, 4)
     net = model.net

@@ -173,15 +173,13 @@ def strip_timing(nb) -> None:
                 text = out.get("text", "")
                 text = "".join(text) if isinstance(text, list) else text
                 lines = []
-                for ln in re.split(r"(?<=[\r\n])", text):
+                for ln in filter(None, re.split(r"(?<=[\r\n])", text)):
                     if _PROGRESS.search(ln):
                         bar_open = not ln.endswith("\n")
                         continue
-                    if bar_open and ln == "\n":
-                        bar_open = False
-                        continue
-                    bar_open = bar_open and ln == ""
-                    lines.append(ln)
+                    if not (bar_open and ln == "\n"):  # a bar's own newline goes with it
+                        lines.append(ln)
+                    bar_open = False
                 text = _LOG_TIME.sub("", "".join(lines))
                 if not text.strip():
                     continue
