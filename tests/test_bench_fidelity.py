@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mmrepr.bench import fidelity as F
+from mmrepr.bench.speed import MMREC_OVERALL
 from mmrepr.training.data import SplitTriples
 
 
@@ -47,6 +48,39 @@ def test_early_stop_at_the_validation_after_patience_runs_out(monkeypatch, proto
     scripted_validation(monkeypatch, protocol, [0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
     r = F.train_one("LightGCN", protocol, 1, max_epochs=6, eval_every=1, patience=2, batch_size=64)
     assert (r["best_epoch"], r["epochs"], r["stopped_early"]) == (1, 4, True)
+
+
+# MMRec config key -> our attribute of the same setting (weight_size: one entry per
+# user-item layer; the LR scheduler is a class attribute on ours).
+SAME_SETTING = {
+    "reg_weight": "lambda_reg", "knn_k": "top_k", "lambda_coeff": "lambda_coeff", "n_layers": "n_layers",
+    "n_mm_layers": "n_mm_layers", "n_ui_layers": "n_ui_layers", "feat_embed_dim": "feat_embed_dim",
+    "mm_image_weight": "mm_image_weight", "dropout": "dropout", "cl_weight": "cl_weight",
+}
+
+# MMRec keys with no counterpart on our side, and why that is not a difference.
+NO_COUNTERPART = {
+    ("FREEDOM", "lambda_coeff"): "freedom.py reads it and never uses it",
+    ("FREEDOM", "feat_embed_dim"): "its projections feed the BPR dot product with users: = embedding size (k)",
+}
+
+
+@pytest.mark.parametrize("name", F.MODELS)
+def test_both_sides_run_the_same_settings(name):
+    # Our LATTICE ran the fidelity protocol with the study's lambda_coeff 0.7 against
+    # MMRec's 0.9 (issue #11's LATTICE-on-noise gap): every setting MMRec's side is given
+    # must reach our model too, whatever our defaults are.
+    ours, ref = F.build_ours(name, seed=1, n_epochs=1), F.MMREC_MODEL[name]
+    compared = 0
+    for key, attr in SAME_SETTING.items():
+        if key in ref and (name, key) not in NO_COUNTERPART:
+            assert getattr(ours, attr) == ref[key], (name, key)
+            compared += 1
+    if "weight_size" in ref:
+        assert ours.n_ui_layers == len(ref["weight_size"])
+    scheduler = ref.get("learning_rate_scheduler", MMREC_OVERALL["learning_rate_scheduler"])
+    assert tuple(map(float, ours.lr_scheduler)) == tuple(map(float, scheduler))
+    assert compared >= 1
 
 
 FAKE_MMREC = {

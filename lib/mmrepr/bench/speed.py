@@ -44,35 +44,18 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from mmrepr.bench.fidelity import MODELS, MULTIMODAL, Protocol, attach, minilm_features, model_class
+from mmrepr.bench.fidelity import (
+    MMREC_MODEL, MODELS, MULTIMODAL, Protocol, attach, build_ours, minilm_features,
+)
 
-# MMRec's configs (overall.yaml, configs/model/<M>.yaml) with one value picked from each
-# searched list, matching our defaults where the model has the parameter.
+# MMRec's overall.yaml for this protocol; the per-model settings, MMRec's and ours, are
+# ``fidelity.MMREC_MODEL`` / ``fidelity.OURS``.
 MMREC_OVERALL = {
     "USER_ID_FIELD": "userID", "ITEM_ID_FIELD": "itemID", "NEG_PREFIX": "neg__", "embedding_size": 64,
     "train_batch_size": 2048, "learning_rate": 1e-3, "learning_rate_scheduler": [1.0, 50], "weight_decay": 0.0,
     "use_neg_sampling": True, "use_full_sampling": False, "use_neighborhood_loss": False, "end2end": False,
     "is_multimodal_model": True, "vision_feature_file": "image_feat.npy", "text_feature_file": "text_feat.npy",
     "device": "cpu",
-}
-MMREC_MODEL = {
-    "VBPR": {"reg_weight": 0.01},
-    "LightGCN": {"n_layers": 3, "reg_weight": 1e-4, "is_multimodal_model": False},
-    "BM3": {"n_layers": 2, "dropout": 0.3, "reg_weight": 0.01, "cl_weight": 2.0, "use_neg_sampling": False},
-    "FREEDOM": {"feat_embed_dim": 64, "weight_size": [64, 64], "lambda_coeff": 0.9, "reg_weight": 0.01,
-                "n_mm_layers": 1, "n_ui_layers": 2, "knn_k": 10, "mm_image_weight": 0.1, "dropout": 0.8,
-                "cf_model": "lightgcn", "degree_ratio": 1.0},
-    "LATTICE": {"feat_embed_dim": 64, "weight_size": [64, 64], "learning_rate_scheduler": [0.96, 50],
-                "lambda_coeff": 0.9, "reg_weight": 0.01, "cf_model": "lightgcn", "mess_dropout": [0.1, 0.1],
-                "n_layers": 1, "knn_k": 10},
-}
-# Our constructors' arguments for the same settings.
-OURS = {
-    "VBPR": {"lambda_reg": 0.01},
-    "LightGCN": {"lambda_reg": 1e-4, "n_layers": 3},
-    "BM3": {"lambda_reg": 0.01, "n_layers": 2, "dropout": 0.3, "cl_weight": 2.0},
-    "FREEDOM": {"lambda_reg": 0.01, "top_k": 10, "mm_image_weight": 0.1, "dropout": 0.8},
-    "LATTICE": {"lambda_reg": 0.01, "top_k": 10, "lambda_coeff": 0.9, "n_layers": 1, "n_ui_layers": 2},
 }
 
 
@@ -237,8 +220,7 @@ def time_model(name: str, protocol: Protocol, *, epochs: int, seed: int, referen
                 raise ValueError(f"--reference-items all needs features for all {protocol.n_items_all} items")
             ref_feats = feats if reference_items == "all" else feats[:n_train]
         ref = Reference(reference, name, csr, ref_feats, seed, workdir / name)
-    model = model_class(name)(k=64, learning_rate=1e-3, n_epochs=epochs, batch_size=2048, seed=seed, device="cpu",
-                              **OURS[name])
+    model = build_ours(name, seed=seed, n_epochs=epochs)
     if ref is not None:
         model.epoch_callback = lambda m, e: (ref.run_epoch(), False)[1]
     model.fit(protocol.train_set)
