@@ -30,11 +30,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmrepr import __version__, timings
+from mmrepr import timings
 from mmrepr.config import Params, load_params
-from mmrepr.io import atomic_path, read_json, sha256_file, sha256_json, sha256_tree, write_json
+from mmrepr.io import atomic_path, read_json, sha256_file, sha256_json, write_json
 from mmrepr.manifest import git_state, host_info, now, package_versions, update_manifest
-from mmrepr.paths import PACKAGE_DIR, notebooks_dir
+from mmrepr.paths import notebooks_dir
 from mmrepr.stages import STAGE_NAMES, STAGES, Stage, code_hash, get_stage  # noqa: F401 (code_hash re-exported)
 
 log = logging.getLogger("mmrepr.runner")

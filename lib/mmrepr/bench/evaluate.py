@@ -10,7 +10,6 @@ per-user value is identical (to 1e-9). Both sides keep their best of ``--repeats
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 

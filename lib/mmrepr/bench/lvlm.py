@@ -10,7 +10,6 @@ rarely emit EOS, so nearly every answer runs to ``--max-new-tokens``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 
