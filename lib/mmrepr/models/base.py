@@ -395,6 +395,13 @@ class MMReprRecommender(Recommender):
 
     # ---- Cornac API -------------------------------------------------------------------
     def fit(self, train_set, val_set=None):
+        self._begin_fit(train_set, val_set)
+        self._fit(train_set, val_set)
+        return self
+
+    def _begin_fit(self, train_set, val_set=None) -> None:
+        """What every fit does before training: Cornac's bookkeeping, the binary training
+        matrix, the warm-item mask."""
         Recommender.fit(self, train_set, val_set)
         if self.n_epochs < 1 or self.batch_size < 1 or self.k < 1:
             raise ValueError(f"{self.name}: n_epochs, batch_size and k must be >= 1")
@@ -405,8 +412,6 @@ class MMReprRecommender(Recommender):
         self._train_csr.data[:] = 1.0  # every training interaction is a positive (MMRec/Elliot)
         # the cold-item mask every model uses: items with no training interaction
         self.warm_items = warm_item_mask(self._train_csr)
-        self._fit(train_set, val_set)
-        return self
 
     def _check_user(self, user_idx) -> None:
         if not self.knows_user(user_idx):
@@ -482,7 +487,8 @@ class EmbeddingRecommender(MMReprRecommender):
     uses_negatives = True
     lr_scheduler: tuple[float, float] = (1.0, 50.0)  # MMRec overall.yaml: no decay
 
-    def _fit(self, train_set, val_set):
+    def _setup(self, train_set) -> None:
+        """Seeds, then the model's tables and graphs (``_build``), untrained."""
         self._device = resolve_device(self.device)
         torch.manual_seed(self.seed if self.seed is not None else 0)
         self._torch_gen = torch.Generator().manual_seed(self.seed if self.seed is not None else 0)
@@ -490,14 +496,18 @@ class EmbeddingRecommender(MMReprRecommender):
         self._row_grad_tables: list[RowGradTable] = []  # filled by _build where a model has them
         self._build(train_set)
         self.net.to(self._device)
+
+    def prepare(self, train_set) -> None:
+        """Everything ``fit`` does before its first epoch, and nothing after: for driving the
+        training steps from outside (``bench lockstep``: ``_pre_epoch``, ``_optimizer``,
+        ``_zero_grad``, ``_batch_loss``)."""
+        self._begin_fit(train_set)
+        self._setup(train_set)
+
+    def _fit(self, train_set, val_set):
+        self._setup(train_set)
         sampler = BPRSampler(self._train_csr, self.seed if self.seed is not None else 0)
-        # fused Adam: one pass over each parameter instead of ~10 elementwise kernels (2.6x
-        # faster on CPU for a 1M-entry embedding table); same update, rounding differs at the
-        # last float bit (max |diff| 2.4e-7 after 50 steps on N(0,1) values).
-        fused = self._device.type in ("cpu", "cuda")
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.learning_rate, fused=fused or None)
-        base, step = self.lr_scheduler
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=lambda e: base ** (e / step))
+        opt, sched = self._optimizer()
         bar = tqdm(range(1, self.n_epochs + 1), desc=self.name, disable=not self.verbose, leave=False)
         # On CPU a per-batch finiteness check costs nothing; on an accelerator it would be a
         # device->host sync per step, so there it is checked once per epoch instead.
@@ -514,9 +524,7 @@ class EmbeddingRecommender(MMReprRecommender):
             nb = 0
             for s in range(0, arrays[0].shape[0], bs):
                 batch = tuple(a[s : s + bs] for a in arrays)
-                opt.zero_grad(set_to_none=True)
-                for table in self._row_grad_tables:
-                    table.reset()
+                self._zero_grad(opt)
                 loss = self._batch_loss(batch)
                 if check_each_batch and not torch.isfinite(loss):
                     # MMRec's trainer stops on a NaN loss; we do the same and flag it.
@@ -542,6 +550,22 @@ class EmbeddingRecommender(MMReprRecommender):
 
     def _pre_epoch(self) -> None:
         pass
+
+    def _optimizer(self):
+        """Adam over ``self.net`` and MMRec's per-epoch LR schedule (``lr_scheduler``)."""
+        # fused Adam: one pass over each parameter instead of ~10 elementwise kernels (2.6x
+        # faster on CPU for a 1M-entry embedding table); same update, rounding differs at the
+        # last float bit (max |diff| 2.4e-7 after 50 steps on N(0,1) values).
+        fused = self._device.type in ("cpu", "cuda")
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.learning_rate, fused=fused or None)
+        base, step = self.lr_scheduler
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=lambda e: base ** (e / step))
+
+    def _zero_grad(self, opt) -> None:
+        """Before a step: gradients to None, the ``RowGradTable`` buffers zeroed."""
+        opt.zero_grad(set_to_none=True)
+        for table in self._row_grad_tables:
+            table.reset()
 
     # ---- item ID tables and the cold mask ------------------------------------------------
     def _id_table(self, k: int) -> torch.nn.Parameter:

@@ -1,0 +1,226 @@
+"""``python -m mmrepr.bench lockstep --reference MMREC_SRC [--models LATTICE,LightGCN,VBPR,FREEDOM] [--epochs 2] [--content noise] [--seed 999] [--out CSV]``
+
+Our model and MMRec's own class trained **in lockstep**: MMRec's initial weights copied into
+ours, the same batches (MMRec's ``TrainDataLoader``, its shuffle and negatives), each side
+stepping its own Adam and LR schedule. Printed per epoch: the largest loss difference over
+the steps, the largest gradient difference (relative to that gradient's largest entry, over
+every parameter and step; the first step's on its own), the largest gradient entry of a
+parameter that has a gradient on one side only, the largest parameter difference at
+the epoch's end and the largest difference of the scores of 512 users (relative to the
+largest score). Allrecipes' training split, our training items on both sides (MMRec's item
+space would add rows ours do not have).
+
+What it shows: a formula difference (a loss term, a normalisation, which embeddings score,
+where gradients flow) appears at the first step, far above float rounding (~1e-7 relative).
+Exact agreement after that is not expected: summation orders differ (sparse kernels, fused
+Adam), and where a model re-selects kNN neighbours from trained values (LATTICE's learned
+item graph, every epoch) a last-bit difference can flip a near tie, after which the two runs
+drift apart as two seeds would.
+
+FREEDOM: each epoch's pruned user-item graph is MMRec's, copied into ours (each side draws
+it from its own RNG). BM3 is not supported: its embedding dropout draws from torch's global
+RNG, in a different order on each side, inside the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mmrepr.bench.fidelity import Protocol, attach, build_ours, minilm_features
+
+# our parameter name -> MMRec's, per model. Every parameter on both sides must be listed.
+PARAMETERS = {
+    "LightGCN": {"user": "embedding_dict.user_emb", "item": "embedding_dict.item_emb"},
+    "VBPR": {"user": "u_embedding", "item": "i_embedding", "item_linear.weight": "item_linear.weight",
+             "item_linear.bias": "item_linear.bias"},
+    "LATTICE": {"user": "user_embedding.weight", "item": "item_id_embedding.weight",
+                "v_feat": "image_embedding.weight", "t_feat": "text_embedding.weight",
+                "v_trs.weight": "image_trs.weight", "v_trs.bias": "image_trs.bias",
+                "t_trs.weight": "text_trs.weight", "t_trs.bias": "text_trs.bias", "modal_weight": "modal_weight"},
+    "FREEDOM": {"user": "user_embedding.weight", "item": "item_id_embedding.weight",
+                "v_feat": "image_embedding.weight", "t_feat": "text_embedding.weight",
+                "v_trs.weight": "image_trs.weight", "v_trs.bias": "image_trs.bias",
+                "t_trs.weight": "text_trs.weight", "t_trs.bias": "text_trs.bias"},
+}
+MODELS = tuple(PARAMETERS)
+
+
+def _freedom_sync(ours, ref_model) -> None:
+    """The epoch's pruned user-item graph: MMRec's, drawn by its ``pre_epoch_processing``."""
+    from mmrepr.models.graphs import FixedSparse
+
+    ours.masked_adj = FixedSparse(ref_model.masked_adj.coalesce(), symmetric=True)
+    ours._set_rows_operator()
+
+
+EPOCH_SYNC: dict[str, Callable] = {"FREEDOM": _freedom_sync}
+
+
+def copy_weights(ours, ref_model: torch.nn.Module, mapping: dict[str, str]) -> None:
+    """Set our parameters to the reference's (``mapping``: ours -> reference name)."""
+    mine, theirs = dict(ours.net.named_parameters()), dict(ref_model.named_parameters())
+    if set(mine) != set(mapping) or not set(mapping.values()) <= set(theirs):
+        raise ValueError(f"{ours.name}: parameters ours {sorted(mine)}, reference {sorted(theirs)}; "
+                         f"mapping {mapping}: update lockstep.PARAMETERS")
+    with torch.no_grad():
+        for name, ref_name in mapping.items():
+            if mine[name].shape != theirs[ref_name].shape:
+                raise ValueError(f"{ours.name}: {name} {tuple(mine[name].shape)} vs reference {ref_name} "
+                                 f"{tuple(theirs[ref_name].shape)}")
+            mine[name].copy_(theirs[ref_name])
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    scale = float(b.abs().max())
+    return float((a - b).abs().max()) / scale if scale > 0 else float((a - b).abs().max())
+
+
+def run_lockstep(ours, ref_model: torch.nn.Module, ref_opt, ref_sched, epoch_batches: Callable[[], Iterable],
+                 mapping: dict[str, str], *, epochs: int, ref_scores: Callable, users: np.ndarray,
+                 sync: Callable | None = None) -> pd.DataFrame:
+    """Train ``ours`` (prepared, weights already copied) and ``ref_model`` side by side.
+
+    ``epoch_batches()``: one epoch's batches, each ``(users, items, negatives)`` tensors;
+    ``ref_scores(users)``: the reference's score matrix for ``users``. Returns one row per
+    step (epoch, step, losses, their difference, the largest relative gradient difference
+    and its parameter, the largest gradient entry of a parameter with a gradient on one side
+    only, and their names) and one per epoch end (``step == -1``: parameter and score
+    differences)."""
+    mine, theirs = dict(ours.net.named_parameters()), dict(ref_model.named_parameters())
+    opt, sched = ours._optimizer()
+    rows = []
+    for epoch in range(epochs):
+        if hasattr(ref_model, "pre_epoch_processing"):
+            ref_model.pre_epoch_processing()
+        ours._pre_epoch()
+        if sync is not None:
+            sync(ours, ref_model)
+        ref_model.train()
+        ours.net.train()
+        for step, (u, i, j) in enumerate(epoch_batches()):
+            ref_opt.zero_grad(set_to_none=True)
+            ours._zero_grad(opt)
+            loss_ref = ref_model.calculate_loss(torch.stack([u, i, j]))
+            if isinstance(loss_ref, tuple):  # MMRec's trainer sums a tuple of losses
+                loss_ref = sum(loss_ref)
+            loss_ours = ours._batch_loss((u, i, j))
+            loss_ref.backward()
+            loss_ours.backward()
+            worst, worst_name, one_sided, one_sided_names = 0.0, "", 0.0, []
+            for name, ref_name in mapping.items():
+                g, gr = mine[name].grad, theirs[ref_name].grad
+                if g is None and gr is None:
+                    continue
+                if g is None or gr is None:
+                    # a gradient on one side only: reported as its size, not as a relative
+                    # difference (FREEDOM's projection bias cancels in u.(W f_i + b) - u.(W f_j + b):
+                    # MMRec's gradient is rounding noise around 0, ours is not computed)
+                    one_sided = max(one_sided, float((g if g is not None else gr).abs().max()))
+                    one_sided_names.append(name)
+                    continue
+                diff = _relative(g, gr)
+                if diff > worst or not worst_name:
+                    worst, worst_name = diff, name
+            ref_opt.step()
+            opt.step()
+            rows.append({"epoch": epoch + 1, "step": step + 1, "loss_ref": float(loss_ref.detach()),
+                         "loss_ours": float(loss_ours.detach()),
+                         "loss_diff": abs(float(loss_ref.detach()) - float(loss_ours.detach())),
+                         "grad_rel_diff": worst, "grad_worst": worst_name,
+                         "one_sided_grad_max": one_sided, "one_sided": ",".join(one_sided_names)})
+        ref_sched.step()
+        sched.step()
+        ours._U = ours._V = None
+        with torch.no_grad():
+            param = max(float((mine[n] - theirs[r]).abs().max()) for n, r in mapping.items())
+            ours.net.eval()
+            ue, ie = ours._final_embeddings()
+            mine_scores = ue[torch.from_numpy(users)] @ ie.T
+            ref_model.eval()
+            score = _relative(mine_scores, ref_scores(users))
+        rows.append({"epoch": epoch + 1, "step": -1, "param_max_diff": param, "score_rel_diff": score})
+    return pd.DataFrame(rows)
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per epoch: largest loss and gradient differences over its steps, the first step's, the
+    end-of-epoch parameter and score differences."""
+    out = []
+    for epoch, g in df.groupby("epoch"):
+        steps, end = g[g["step"] > 0], g[g["step"] == -1].iloc[0]
+        first = steps[steps["step"] == 1].iloc[0]
+        worst = steps.loc[steps["grad_rel_diff"].idxmax()]
+        out.append({"epoch": epoch, "steps": len(steps), "loss diff, step 1": first["loss_diff"],
+                    "grad rel diff, step 1": first["grad_rel_diff"], "max loss diff": steps["loss_diff"].max(),
+                    "max grad rel diff": worst["grad_rel_diff"], "(parameter)": worst["grad_worst"],
+                    "one-sided grad max": steps["one_sided_grad_max"].max(),
+                    "param max diff": end["param_max_diff"], "score rel diff": end["score_rel_diff"]})
+    return pd.DataFrame(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mmrepr.bench lockstep", description=__doc__.splitlines()[0])
+    ap.add_argument("--reference", required=True, help="MMRec's src folder")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--content", choices=("real", "noise"), default="noise")
+    ap.add_argument("--seed", type=int, default=999)
+    ap.add_argument("--noise-seed", type=int, default=999)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--data", default=None, help="folder with {train,val,test}.tsv (default: shared allrecipes)")
+    ap.add_argument("--cache", default="cache/fidelity", help="MiniLM encodings (--content real) are cached here")
+    ap.add_argument("--out", default=None, help="every step's row here (CSV)")
+    args = ap.parse_args(argv)
+
+    from mmrepr.bench.speed import Reference
+    from mmrepr.models.base import set_torch_threads
+    from mmrepr.paths import shared_data_dir
+    from mmrepr.training.data import SplitTriples
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = [m for m in models if m not in MODELS]
+    if bad:
+        ap.error(f"unsupported model(s) {bad}; lockstep runs {', '.join(MODELS)} (BM3: see the docstring)")
+    set_torch_threads(args.threads)
+    folder = Path(args.data) if args.data else shared_data_dir() / "allrecipes"
+    protocol = Protocol(SplitTriples.from_tsv_folder(folder))
+    ts = protocol.train_set
+    n = ts.num_items
+    if args.content == "real":
+        feats = minilm_features(list(protocol.item_ids), Path(args.cache))
+    else:  # the rows fidelity gives ours: the first n of the all-items noise matrix
+        feats = np.random.default_rng(args.noise_seed).standard_normal((protocol.n_items_all, 384)).astype(
+            np.float32)[:n]
+    attach(protocol, feats)
+    users = np.arange(min(512, ts.num_users), dtype=np.int64)
+    frames = []
+    for name in models:
+        with tempfile.TemporaryDirectory(prefix="mmrepr-lockstep-") as tmp:
+            ref = Reference(Path(args.reference), name, ts.csr_matrix, feats if name != "LightGCN" else None,
+                            args.seed, Path(tmp), scaled_laplacian=True)
+            ours = build_ours(name, seed=args.seed, n_epochs=args.epochs)
+            ours.prepare(ts)
+            copy_weights(ours, ref.model, PARAMETERS[name])
+
+            def ref_scores(us, model=ref.model):
+                return model.full_sort_predict((torch.from_numpy(us),))
+
+            df = run_lockstep(ours, ref.model, ref.ns.optimizer, ref.scheduler,
+                              lambda loader=ref.loader: (tuple(b) for b in loader), PARAMETERS[name],
+                              epochs=args.epochs, ref_scores=ref_scores, users=users, sync=EPOCH_SYNC.get(name))
+        df.insert(0, "model", name)
+        frames.append(df)
+        print(f"{name} ({args.content}, seed {args.seed}):")
+        print(summary(df).to_string(index=False, float_format=lambda v: f"{v:.1e}"), flush=True)
+    if args.out:
+        from mmrepr.io import write_csv
+
+        write_csv(pd.concat(frames, ignore_index=True), Path(args.out))
+    return 0

@@ -1,0 +1,110 @@
+"""``bench lockstep``: same weights, same batches, step by step. Checked against a VBPR written
+here from MMRec's formula (``models/vbpr.py``: ``[e_i ; W [f_t ; f_v] + b]``, user vectors of
+size 2k, ``BPRLoss`` + ``reg_weight * EmbLoss``): it must agree with ours to float rounding,
+and a changed formula must show at the first step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from mmrepr.bench import fidelity as F
+from mmrepr.bench import lockstep as L
+from mmrepr.models.base import BPRSampler
+from mmrepr.training.data import AlignedFeatures, SplitTriples, attach_features
+
+K, BATCH = 4, 16
+
+
+class MMRecStyleVBPR(nn.Module):
+    def __init__(self, n_users, n_items, feats_t, feats_v, reg_weight):
+        super().__init__()
+        self.u_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, 2 * K)))
+        self.i_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, K)))
+        self.raw = torch.cat([torch.from_numpy(feats_t), torch.from_numpy(feats_v)], 1)
+        self.item_linear = nn.Linear(self.raw.shape[1], K)
+        self.reg_weight = reg_weight
+
+    def forward(self):
+        return self.u_embedding, torch.cat([self.i_embedding, self.item_linear(self.raw)], 1)
+
+    def calculate_loss(self, interaction):
+        u, i, j = interaction
+        ue, ie = self.forward()
+        eu, ep, en = ue[u], ie[i], ie[j]
+        mf = -torch.log(1e-10 + torch.sigmoid((eu * ep).sum(1) - (eu * en).sum(1))).mean()
+        reg = (torch.norm(eu) + torch.norm(ep) + torch.norm(en)) / en.shape[0]
+        return mf + self.reg_weight * reg
+
+    def full_sort_predict(self, interaction):
+        ue, ie = self.forward()
+        return ue[interaction[0]] @ ie.T
+
+
+@pytest.fixture()
+def setup():
+    rng = np.random.default_rng(0)
+    train, val, test = [], [], []
+    for u in range(40):
+        items = rng.choice(25, size=8, replace=False)
+        train += [(f"u{u}", f"i{i}", 1.0) for i in items[:6]]
+        val.append((f"u{u}", f"i{items[6]}", 1.0))
+        test.append((f"u{u}", f"i{items[7]}", 1.0))
+    protocol = F.Protocol(SplitTriples(train, val, test))
+    n = protocol.train_set.num_items
+    ft, fv = (rng.standard_normal((n, 6)).astype(np.float32) for _ in range(2))
+    attach_features(protocol.method, AlignedFeatures("t", {"visual": fv, "textual": ft}))
+    return protocol, ft, fv
+
+
+def run(setup, reg_weight):
+    protocol, ft, fv = setup
+    ts = protocol.train_set
+    torch.manual_seed(3)
+    ref = MMRecStyleVBPR(ts.num_users, ts.num_items, ft, fv, reg_weight)
+    ours = F.build_ours("VBPR", seed=1, n_epochs=2, k=K, batch_size=BATCH)
+    ours.prepare(ts)
+    L.copy_weights(ours, ref, L.PARAMETERS["VBPR"])
+    sampler = BPRSampler(ours._train_csr, 0)
+
+    def batches():
+        u, i, j = (torch.from_numpy(a) for a in sampler.epoch_arrays())
+        return [(u[s:s + BATCH], i[s:s + BATCH], j[s:s + BATCH]) for s in range(0, len(u), BATCH)]
+
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+    users = np.arange(ts.num_users, dtype=np.int64)
+    df = L.run_lockstep(ours, ref, opt, sched, batches, L.PARAMETERS["VBPR"], epochs=2,
+                        ref_scores=lambda us: ref.full_sort_predict((torch.from_numpy(us),)), users=users)
+    return df, L.summary(df)
+
+
+def test_the_same_model_agrees_to_float_rounding_step_by_step(setup):
+    df, table = run(setup, reg_weight=0.01)
+    steps = df[df["step"] > 0]
+    assert len(steps) == 2 * -(-setup[0].train_set.csr_matrix.nnz // BATCH)
+    assert steps["loss_diff"].max() < 1e-6
+    assert steps["grad_rel_diff"].max() < 1e-4
+    assert (steps["one_sided"] == "").all()
+    assert table["score rel diff"].max() < 1e-4
+    assert table["param max diff"].max() < 1e-5
+
+
+def test_a_formula_difference_shows_at_the_first_step(setup):
+    # the reference regularises twice as hard: the first step's loss and gradients differ
+    df, table = run(setup, reg_weight=0.02)
+    assert table.loc[0, "loss diff, step 1"] > 1e-4
+    assert table.loc[0, "grad rel diff, step 1"] > 1e-3
+
+
+def test_unmapped_parameters_are_a_clear_error(setup):
+    protocol, ft, fv = setup
+    ours = F.build_ours("VBPR", seed=1, n_epochs=1, k=K)
+    ours.prepare(protocol.train_set)
+    ref = MMRecStyleVBPR(protocol.train_set.num_users, protocol.train_set.num_items, ft, fv, 0.01)
+    mapping = dict(L.PARAMETERS["VBPR"])
+    del mapping["item_linear.bias"]
+    with pytest.raises(ValueError, match="update lockstep.PARAMETERS"):
+        L.copy_weights(ours, ref, mapping)
