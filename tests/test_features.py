@@ -309,3 +309,13 @@ def test_duplicate_contents_encoded_once(tmp_path):
     res = encode_items(enc, keys, sources, cache_dir=tmp_path / "c", progress=False)
     assert res.n_encoded == 4
     np.testing.assert_array_equal(res.matrix[:4], res.matrix[4:])
+
+
+def test_distinct_rows_counts_equal_vectors_once():
+    from mmrepr.features.store import distinct_rows
+
+    m = np.array([[0.0, 1.0], [-0.0, 1.0], [0.0, 1.0 + 1e-7], [2.0, 3.0], [2.0, 3.0]], dtype=np.float32)
+    # -0.0 equals 0.0; a last-bit difference is another vector
+    assert distinct_rows(m) == 3
+    assert distinct_rows(m[:, :1]) == 2
+    assert distinct_rows(np.zeros((0, 4), np.float32)) == 0

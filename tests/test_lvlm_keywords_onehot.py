@@ -128,3 +128,8 @@ def test_dense_cache_and_zero_rows(tmp_path):
     m2, stats2 = build_dense(texts, ["i1", "i2", "i3"], again)
     assert stats2["newly_encoded"] == 0 and stats2["cache_hits"] == 1
     np.testing.assert_array_equal(m, m2)
+    assert stats["distinct_rows"] == 2  # i1's vector and the zero rows of i2, i3
+    # the same answer for two items: one vector, counted once
+    same = pd.Series({"i1": texts["i1"], "i2": None, "i3": texts["i1"]})
+    _, stats3 = build_dense(same, ["i1", "i2", "i3"], again)
+    assert stats3["encoded_rows"] == 2 and stats3["distinct_rows"] == 2

@@ -42,7 +42,7 @@ from mmrepr.features.content import image_keys, is_missing, text_key
 from mmrepr.features.encoders import Encoder, build_encoder
 from mmrepr.features.params import FeaturesParams
 from mmrepr.features.registry import feature_set_roles, get_extractor
-from mmrepr.features.store import FeatureSet, features_dir, save_feature_set
+from mmrepr.features.store import FeatureSet, distinct_rows, features_dir, save_feature_set
 from mmrepr import timings
 from mmrepr.io import save_npz, sha256_json, write_csv, write_json
 
@@ -395,6 +395,7 @@ def feature_summary(fs: FeatureSet) -> list[dict[str, Any]]:
                 "std": float(m.std()),
                 "row_norm_mean": float(norms.mean()),
                 "zero_rows": int((norms == 0).sum()),
+                "distinct_rows": distinct_rows(m),
                 "missing": miss.get("missing"),
             }
         )

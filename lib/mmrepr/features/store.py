@@ -27,6 +27,18 @@ class FeatureSetError(ValueError):
     pass
 
 
+def distinct_rows(matrix: np.ndarray) -> int:
+    """How many different row vectors ``matrix`` has. Items with equal rows are the same item
+    to a content model, and their kNN neighbours are tie-breaks (Allrecipes' MiniLM of the
+    FITB answers: 3,273 distinct rows for 7,506 items; docs/fidelity.md)."""
+    m = np.ascontiguousarray(matrix)
+    if m.ndim != 2 or m.shape[0] == 0:
+        return int(m.shape[0]) if m.ndim else 0
+    # -0.0 and 0.0 are the same value: compare rows by value, not by bytes
+    m = m + np.zeros((), dtype=m.dtype)
+    return int(len(np.unique(m.view(np.dtype((np.void, m.dtype.itemsize * m.shape[1]))))))
+
+
 @dataclass
 class FeatureSet:
     name: str

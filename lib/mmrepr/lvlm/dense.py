@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mmrepr.features.store import distinct_rows
 from mmrepr.io import save_npz
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ def build_dense(texts: pd.Series, item_ids: list[str], cache: EncodingCache) -> 
     stats = {
         "encoded_rows": int(len(present)),
         "zero_rows": int(len(item_ids) - len(present)),
+        "distinct_rows": distinct_rows(matrix),  # equal answers give equal rows
         "no_text_rows": int(texts[texts.index.isin(index)].isna().sum()),
         "cache_hits": cache.hits,
         "newly_encoded": cache.encoded,

@@ -196,6 +196,7 @@ def run_stage(P, items=None, show_progress: bool = True) -> StageSummary:
         matrix, dstats = build_dense(texts, item_ids, cache)
         summary.dense_stats[s.name] = dstats
         cov["items_zero_dense"] = dstats["zero_rows"]
+        cov["distinct_dense_rows"] = dstats["distinct_rows"]
         save_feature_set(P.run_dir, FeatureSet(
             f"{s.name}__sbert", item_ids, {"textual": matrix},
             {**base_meta, "source": "lvlm_sbert",
