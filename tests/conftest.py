@@ -12,6 +12,23 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def tiny_split(n_users: int, n_items: int, n_train: int, seed: int = 0):
+    """A hand-sized split: each user ``n_train`` training items, one validation and one test
+    item, all distinct and drawn from ``n_items``."""
+    import numpy as np
+
+    from mmrepr.training.data import SplitTriples
+
+    rng = np.random.default_rng(seed)
+    train, val, test = [], [], []
+    for u in range(n_users):
+        items = rng.choice(n_items, size=n_train + 2, replace=False)
+        train += [(f"u{u}", f"i{i}", 1.0) for i in items[:n_train]]
+        val.append((f"u{u}", f"i{items[n_train]}", 1.0))
+        test.append((f"u{u}", f"i{items[n_train + 1]}", 1.0))
+    return SplitTriples(train, val, test)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

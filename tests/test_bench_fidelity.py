@@ -7,19 +7,13 @@ import pytest
 
 from mmrepr.bench import fidelity as F
 from mmrepr.bench.speed import MMREC_OVERALL
-from mmrepr.training.data import SplitTriples
+
+from conftest import tiny_split
 
 
 @pytest.fixture(scope="module")
 def protocol():
-    rng = np.random.default_rng(0)
-    train, val, test = [], [], []
-    for u in range(30):
-        items = rng.choice(20, size=7, replace=False)
-        train += [(f"u{u}", f"i{i}", 1.0) for i in items[:5]]
-        val.append((f"u{u}", f"i{items[5]}", 1.0))
-        test.append((f"u{u}", f"i{items[6]}", 1.0))
-    return F.Protocol(SplitTriples(train, val, test))
+    return F.Protocol(tiny_split(30, 20, 5))
 
 
 def scripted_validation(monkeypatch, protocol, values):

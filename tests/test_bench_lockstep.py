@@ -13,7 +13,9 @@ import torch.nn as nn
 from mmrepr.bench import fidelity as F
 from mmrepr.bench import lockstep as L
 from mmrepr.models.base import BPRSampler
-from mmrepr.training.data import AlignedFeatures, SplitTriples, attach_features
+from mmrepr.training.data import AlignedFeatures, attach_features
+
+from conftest import tiny_split
 
 K, BATCH = 4, 16
 
@@ -46,13 +48,7 @@ class MMRecStyleVBPR(nn.Module):
 @pytest.fixture()
 def setup():
     rng = np.random.default_rng(0)
-    train, val, test = [], [], []
-    for u in range(40):
-        items = rng.choice(25, size=8, replace=False)
-        train += [(f"u{u}", f"i{i}", 1.0) for i in items[:6]]
-        val.append((f"u{u}", f"i{items[6]}", 1.0))
-        test.append((f"u{u}", f"i{items[7]}", 1.0))
-    protocol = F.Protocol(SplitTriples(train, val, test))
+    protocol = F.Protocol(tiny_split(40, 25, 6))
     n = protocol.train_set.num_items
     ft, fv = (rng.standard_normal((n, 6)).astype(np.float32) for _ in range(2))
     attach_features(protocol.method, AlignedFeatures("t", {"visual": fv, "textual": ft}))

@@ -99,6 +99,15 @@ OURS = {
 }
 
 
+def model_list(ap: argparse.ArgumentParser, text: str, known=MODELS, hint: str = "") -> list[str]:
+    """``--models``' comma-separated names; an unknown one is the parser's error."""
+    models = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in models if m not in known]
+    if bad:
+        ap.error(f"unknown model(s) {bad}; known: {', '.join(known)}{hint}")
+    return models
+
+
 def build_ours(name: str, *, seed: int, n_epochs: int, k: int = 64, lr: float = 1e-3, batch_size: int = 2048,
                **overrides):
     """Our ``name`` with this protocol's settings (``OURS``), on CPU; ``overrides`` win."""
@@ -325,10 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmrepr.training.data import SplitTriples
 
     threads = set_torch_threads(args.threads)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    bad = [m for m in models if m not in MODELS]
-    if bad:
-        ap.error(f"unknown model(s) {bad}; known: {', '.join(MODELS)}")
+    models = model_list(ap, args.models)
     contents = [c.strip() for c in args.contents.split(",") if c.strip()]
     if any(c not in ("real", "noise") for c in contents):
         ap.error(f"--contents takes real and/or noise, got {args.contents!r}")

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmrepr.bench.fidelity import Protocol, attach, build_ours, minilm_features
+from mmrepr.bench.fidelity import Protocol, attach, build_ours, minilm_features, model_list
 
 # our parameter name -> MMRec's, per model. Every parameter on both sides must be listed.
 PARAMETERS = {
@@ -184,10 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmrepr.paths import shared_data_dir
     from mmrepr.training.data import SplitTriples
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    bad = [m for m in models if m not in MODELS]
-    if bad:
-        ap.error(f"unsupported model(s) {bad}; lockstep runs {', '.join(MODELS)} (BM3: see the docstring)")
+    models = model_list(ap, args.models, MODELS, " (BM3: its target dropout cannot be matched step by step; docs/fidelity.md)")
     set_torch_threads(args.threads)
     folder = Path(args.data) if args.data else shared_data_dir() / "allrecipes"
     protocol = Protocol(SplitTriples.from_tsv_folder(folder))

@@ -45,7 +45,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from mmrepr.bench.fidelity import (
-    MMREC_MODEL, MODELS, MULTIMODAL, Protocol, attach, build_ours, minilm_features,
+    MMREC_MODEL, MODELS, MULTIMODAL, Protocol, attach, build_ours, minilm_features, model_list,
 )
 
 # MMRec's overall.yaml for this protocol; the per-model settings, MMRec's and ours, are
@@ -261,10 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmrepr.paths import shared_data_dir
     from mmrepr.training.data import SplitTriples
 
-    models = [m.strip() for m in a.models.split(",") if m.strip()]
-    bad = [m for m in models if m not in MODELS]
-    if bad:
-        ap.error(f"unknown model(s) {bad}; known: {', '.join(MODELS)}")
+    models = model_list(ap, a.models)
     if a.epochs < 1 or a.repeat < 1:
         ap.error("--epochs and --repeat must be >= 1")
     threads = set_torch_threads(a.threads)
