@@ -1,4 +1,4 @@
-"""``python -m mmrepr.bench lockstep --reference MMREC_SRC [--models LATTICE,LightGCN,VBPR,FREEDOM] [--epochs 2] [--content noise] [--seed 999] [--out CSV]``
+"""``python -m mmrepr.bench lockstep --reference MMREC_SRC [--models LightGCN,VBPR,LATTICE,FREEDOM,BM3] [--epochs 2] [--content noise] [--seed 999] [--out CSV]``
 
 Our model and MMRec's own class trained **in lockstep**: MMRec's initial weights copied into
 ours, the same batches (MMRec's ``TrainDataLoader``, its shuffle and negatives), each side
@@ -18,8 +18,10 @@ item graph, every epoch) a last-bit difference can flip a near tie, after which 
 drift apart as two seeds would.
 
 FREEDOM: each epoch's pruned user-item graph is MMRec's, copied into ours (each side draws
-it from its own RNG). BM3 is not supported: its embedding dropout draws from torch's global
-RNG, in a different order on each side, inside the step.
+it from its own RNG). BM3 runs with its target dropout at 0 on both sides (``SETTINGS``):
+the masks are drawn inside the step from torch's global RNG, on whole tables in MMRec and on
+the batch's rows in ours, so no two masks could be equal; everything else of its loss is
+compared.
 """
 
 from __future__ import annotations
@@ -49,7 +51,12 @@ PARAMETERS = {
                 "v_trs.weight": "image_trs.weight", "v_trs.bias": "image_trs.bias",
                 "t_trs.weight": "text_trs.weight", "t_trs.bias": "text_trs.bias"},
 }
+PARAMETERS["BM3"] = {"user": "user_embedding.weight", "item": "item_id_embedding.weight",
+                     "predictor.weight": "predictor.weight", "predictor.bias": "predictor.bias",
+                     **{k: v for k, v in PARAMETERS["FREEDOM"].items() if k[0] in "vt"}}
 MODELS = tuple(PARAMETERS)
+# settings changed on both sides for the comparison: (MMRec config, our constructor)
+SETTINGS = {"BM3": ({"dropout": 0.0}, {"dropout": 0.0})}
 
 
 def _freedom_sync(ours, ref_model) -> None:
@@ -87,7 +94,7 @@ def run_lockstep(ours, ref_model: torch.nn.Module, ref_opt, ref_sched, epoch_bat
                  sync: Callable | None = None) -> pd.DataFrame:
     """Train ``ours`` (prepared, weights already copied) and ``ref_model`` side by side.
 
-    ``epoch_batches()``: one epoch's batches, each ``(users, items, negatives)`` tensors;
+    ``epoch_batches()``: one epoch's batches, each ``(users, items[, negatives])`` tensors;
     ``ref_scores(users)``: the reference's score matrix for ``users``. Returns one row per
     step (epoch, step, losses, their difference, the largest relative gradient difference
     and its parameter, the largest gradient entry of a parameter with a gradient on one side
@@ -104,13 +111,13 @@ def run_lockstep(ours, ref_model: torch.nn.Module, ref_opt, ref_sched, epoch_bat
             sync(ours, ref_model)
         ref_model.train()
         ours.net.train()
-        for step, (u, i, j) in enumerate(epoch_batches()):
+        for step, batch in enumerate(epoch_batches()):
             ref_opt.zero_grad(set_to_none=True)
             ours._zero_grad(opt)
-            loss_ref = ref_model.calculate_loss(torch.stack([u, i, j]))
+            loss_ref = ref_model.calculate_loss(torch.stack(batch))
             if isinstance(loss_ref, tuple):  # MMRec's trainer sums a tuple of losses
                 loss_ref = sum(loss_ref)
-            loss_ours = ours._batch_loss((u, i, j))
+            loss_ours = ours._batch_loss(tuple(batch))
             loss_ref.backward()
             loss_ours.backward()
             worst, worst_name, one_sided, one_sided_names = 0.0, "", 0.0, []
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmrepr.paths import shared_data_dir
     from mmrepr.training.data import SplitTriples
 
-    models = model_list(ap, args.models, MODELS, " (BM3: its target dropout cannot be matched step by step; docs/fidelity.md)")
+    models = model_list(ap, args.models, MODELS)
     set_torch_threads(args.threads)
     folder = Path(args.data) if args.data else shared_data_dir() / "allrecipes"
     protocol = Protocol(SplitTriples.from_tsv_folder(folder))
@@ -200,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     frames = []
     for name in models:
         with tempfile.TemporaryDirectory(prefix="mmrepr-lockstep-") as tmp:
+            ref_settings, our_settings = SETTINGS.get(name, ({}, {}))
             ref = Reference(Path(args.reference), name, ts.csr_matrix, feats if name != "LightGCN" else None,
-                            args.seed, Path(tmp), scaled_laplacian=True)
-            ours = build_ours(name, seed=args.seed, n_epochs=args.epochs)
+                            args.seed, Path(tmp), scaled_laplacian=True, overrides=ref_settings)
+            ours = build_ours(name, seed=args.seed, n_epochs=args.epochs, **our_settings)
             ours.prepare(ts)
             copy_weights(ours, ref.model, PARAMETERS[name])
 
@@ -214,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                               epochs=args.epochs, ref_scores=ref_scores, users=users, sync=EPOCH_SYNC.get(name))
         df.insert(0, "model", name)
         frames.append(df)
-        print(f"{name} ({args.content}, seed {args.seed}):")
+        changed = ", ".join(f"{k} {v}" for k, v in SETTINGS.get(name, ({}, {}))[0].items())
+        print(f"{name} ({args.content}, seed {args.seed}{', both sides with ' + changed if changed else ''}):")
         print(summary(df).to_string(index=False, float_format=lambda v: f"{v:.1e}"), flush=True)
     if args.out:
         from mmrepr.io import write_csv

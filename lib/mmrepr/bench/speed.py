@@ -149,7 +149,7 @@ class Reference:
     """One MMRec model with its optimiser, scheduler and data loader, stepping one epoch at a time."""
 
     def __init__(self, src: Path, name: str, csr, feats: np.ndarray | None, seed: int, workdir: Path,
-                 scaled_laplacian: bool = False):
+                 scaled_laplacian: bool = False, overrides: dict | None = None):
         import pandas as pd
         import torch
 
@@ -170,7 +170,8 @@ class Reference:
         cls = getattr(mods[f"models.{name.lower()}"], name)
         use_laplacian(mods[f"models.{name.lower()}"], scaled_laplacian)
 
-        config = {**MMREC_OVERALL, **MMREC_MODEL[name], "dataset": "bench", "data_path": str(workdir) + "/"}
+        config = {**MMREC_OVERALL, **MMREC_MODEL[name], **(overrides or {}), "dataset": "bench",
+                  "data_path": str(workdir) + "/"}
         (workdir / "bench").mkdir(parents=True, exist_ok=True)
         if feats is not None:
             for f in ("image_feat.npy", "text_feat.npy"):
