@@ -38,7 +38,8 @@ MULTIMODAL = ("VBPR", "LATTICE", "FREEDOM", "BM3")
 # Reference test Recall@20: MMRec's own classes trained by ``--reference`` under this
 # bench's protocol on this machine (MMRec's item space, ``--reference-items all``), one value
 # per seed; see docs/fidelity.md (seeds 999-1001: 2026-11-27/28; 1002-1006 and LATTICE:
-# 2026-12-04/06). (model, content) -> [(seed, value)].
+# 2026-12-04/06; LATTICE noise 1002-1006, 1004 unfinished: 2026-12-06, third session).
+# (model, content) -> [(seed, value)].
 REFERENCE = {
     ("LightGCN", "real"): [(999, 0.0169), (1000, 0.0174), (1001, 0.0171)],
     ("FREEDOM", "real"): [(999, 0.0087), (1000, 0.0097), (1001, 0.0089)],
@@ -52,7 +53,8 @@ REFERENCE = {
     ("VBPR", "noise"): [(999, 0.0037), (1000, 0.0037), (1001, 0.0042), (1002, 0.0034), (1003, 0.0030),
                         (1004, 0.0030), (1005, 0.0023), (1006, 0.0034)],
     ("LATTICE", "real"): [(999, 0.0082), (1000, 0.0074), (1001, 0.0089)],
-    ("LATTICE", "noise"): [(999, 0.0079), (1000, 0.0078), (1001, 0.0089)],
+    ("LATTICE", "noise"): [(999, 0.0079), (1000, 0.0078), (1001, 0.0089), (1002, 0.0083), (1003, 0.0091),
+                           (1005, 0.0084), (1006, 0.0084)],
 }
 # The same with MMRec restricted to the training items (``--reference-items train``): the
 # candidates ours rank in this protocol. Measured for VBPR, whose figure depends on it
