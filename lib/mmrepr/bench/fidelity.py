@@ -101,13 +101,19 @@ OURS = {
 }
 
 
-def model_list(ap: argparse.ArgumentParser, text: str, known=MODELS, hint: str = "") -> list[str]:
+def model_list(ap: argparse.ArgumentParser, text: str, known=MODELS) -> list[str]:
     """``--models``' comma-separated names; an unknown one is the parser's error."""
     models = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in models if m not in known]
     if bad:
-        ap.error(f"unknown model(s) {bad}; known: {', '.join(known)}{hint}")
+        ap.error(f"unknown model(s) {bad}; known: {', '.join(known)}")
     return models
+
+
+def noise_features(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """The protocol's noise content: N(0, 1), float32, one row per item of train ∪ val ∪ test
+    (ours read the first ``num_items`` rows, as with the real features)."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def build_ours(name: str, *, seed: int, n_epochs: int, k: int = 64, lr: float = 1e-3, batch_size: int = 2048,
@@ -350,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     # features of every item (training items first, in index order, then the val/test-only
     # ones): ours use the first rows, MMRec's own models (--reference) all of them
     real = minilm_features(list(protocol.item_ids) + list(protocol.extra_item_ids), Path(args.cache))
-    noise = np.random.default_rng(args.noise_seed).standard_normal(real.shape).astype(np.float32)
+    noise = noise_features(real.shape, args.noise_seed)
     n_train = ts.num_items
     print(f"side: {'MMRec ' + args.reference + ' (items: ' + args.reference_items + ')' if args.reference else 'ours'}",
           flush=True)

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmrepr.bench.fidelity import Protocol, attach, build_ours, minilm_features, model_list
+from mmrepr.bench.fidelity import Protocol, attach, build_ours, minilm_features, model_list, noise_features
 
 # our parameter name -> MMRec's, per model. Every parameter on both sides must be listed.
 PARAMETERS = {
@@ -200,14 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.content == "real":
         feats = minilm_features(list(protocol.item_ids), Path(args.cache))
     else:  # the rows fidelity gives ours: the first n of the all-items noise matrix
-        feats = np.random.default_rng(args.noise_seed).standard_normal((protocol.n_items_all, 384)).astype(
-            np.float32)[:n]
+        feats = noise_features((protocol.n_items_all, 384), args.noise_seed)[:n]  # 384: MiniLM's size
     attach(protocol, feats)
     users = np.arange(min(512, ts.num_users), dtype=np.int64)
     frames = []
     for name in models:
+        ref_settings, our_settings = SETTINGS.get(name, ({}, {}))
         with tempfile.TemporaryDirectory(prefix="mmrepr-lockstep-") as tmp:
-            ref_settings, our_settings = SETTINGS.get(name, ({}, {}))
             ref = Reference(Path(args.reference), name, ts.csr_matrix, feats if name != "LightGCN" else None,
                             args.seed, Path(tmp), scaled_laplacian=True, overrides=ref_settings)
             ours = build_ours(name, seed=args.seed, n_epochs=args.epochs, **our_settings)
@@ -222,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                               epochs=args.epochs, ref_scores=ref_scores, users=users, sync=EPOCH_SYNC.get(name))
         df.insert(0, "model", name)
         frames.append(df)
-        changed = ", ".join(f"{k} {v}" for k, v in SETTINGS.get(name, ({}, {}))[0].items())
+        changed = ", ".join(f"{k} {v}" for k, v in ref_settings.items())
         print(f"{name} ({args.content}, seed {args.seed}{', both sides with ' + changed if changed else ''}):")
         print(summary(df).to_string(index=False, float_format=lambda v: f"{v:.1e}"), flush=True)
     if args.out:
