@@ -104,3 +104,58 @@ def test_unmapped_parameters_are_a_clear_error(setup):
     del mapping["item_linear.bias"]
     with pytest.raises(ValueError, match="update lockstep.PARAMETERS"):
         L.copy_weights(ours, ref, mapping)
+
+
+# ---- dropout compared in expectation -------------------------------------------------------
+
+def _stochastic_loss(table, index, w, p, *, per_row_masks, rescale=True):
+    """``mean_b softplus(w . drop(T)[idx_b])``: the mask drawn on the whole table and rows
+    selected after (MMRec's BM3), or drawn on the selected rows (ours); ``rescale=False``
+    drops the inverted-dropout factor, a different expectation."""
+    scale = 1.0 / (1.0 - p) if rescale else 1.0
+
+    def draw():
+        w.grad = None
+        x = table[index] if per_row_masks else table
+        x = x * (torch.rand_like(x) >= p) * scale
+        if not per_row_masks:
+            x = x[index]
+        loss = torch.nn.functional.softplus(x @ w).mean()
+        loss.backward()
+        return float(loss.detach()), {"w": w.grad.clone()}
+
+    return draw
+
+
+@pytest.fixture()
+def toy():
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(12, 5, generator=g)
+    index = torch.tensor([0, 3, 3, 3, 7, 7, 11, 2, 2, 5])  # repeated rows: shared vs independent masks
+    w = torch.randn(5, generator=g).requires_grad_()
+    return table, index, w
+
+
+def test_dropout_placed_alike_has_the_same_expectation(toy):
+    torch.manual_seed(1)
+    table, index, w = toy
+    ex = L.dropout_expectation(_stochastic_loss(table, index, w, 0.3, per_row_masks=True),
+                               _stochastic_loss(table, index, w, 0.3, per_row_masks=False), draws=400)
+    assert list(ex["parameter"]) == ["loss", "w"]
+    assert (ex["noise_ratio"] < 3.5).all(), ex
+    assert (ex["relative"] < 0.1).all(), ex
+
+
+def test_a_differently_scaled_dropout_is_detected(toy):
+    torch.manual_seed(1)
+    table, index, w = toy
+    ex = L.dropout_expectation(_stochastic_loss(table, index, w, 0.3, per_row_masks=True),
+                               _stochastic_loss(table, index, w, 0.3, per_row_masks=False, rescale=False), draws=400)
+    assert (ex["noise_ratio"] > 5).all(), ex
+
+
+def test_dropout_expectation_needs_the_same_parameters_on_both_sides(toy):
+    table, index, w = toy
+    a = _stochastic_loss(table, index, w, 0.3, per_row_masks=True)
+    with pytest.raises(ValueError, match="gradients of"):
+        L.dropout_expectation(a, lambda: (0.0, {"v": torch.zeros(5)}), draws=3)

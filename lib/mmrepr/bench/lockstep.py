@@ -1,4 +1,4 @@
-"""``python -m mmrepr.bench lockstep --reference MMREC_SRC [--models LightGCN,VBPR,LATTICE,FREEDOM,BM3] [--epochs 2] [--content noise] [--seed 999] [--out CSV]``
+"""``python -m mmrepr.bench lockstep --reference MMREC_SRC [--models LightGCN,VBPR,LATTICE,FREEDOM,BM3] [--epochs 2] [--content noise] [--seed 999] [--dropout-draws 0] [--out CSV]``
 
 Our model and MMRec's own class trained **in lockstep**: MMRec's initial weights copied into
 ours, the same batches (MMRec's ``TrainDataLoader``, its shuffle and negatives), each side
@@ -21,7 +21,12 @@ FREEDOM: each epoch's pruned user-item graph is MMRec's, copied into ours (each 
 it from its own RNG). BM3 runs with its target dropout at 0 on both sides (``SETTINGS``):
 the masks are drawn inside the step from torch's global RNG, on whole tables in MMRec and on
 the batch's rows in ours, so no two masks could be equal; everything else of its loss is
-compared.
+compared. ``--dropout-draws N`` then compares the dropout itself **in expectation**: from
+MMRec's initial weights (copied into ours) and its first batch, each side at the model's own
+dropout computes loss and gradients N times, each with fresh masks and no step; per
+parameter the difference of the two mean gradients is set against the Monte Carlo noise of
+the means (:func:`dropout_expectation`). Same expectation: the ratio is ~1; a dropout
+placed or scaled differently moves the mean and the ratio grows with N.
 """
 
 from __future__ import annotations
@@ -156,6 +161,62 @@ def run_lockstep(ours, ref_model: torch.nn.Module, ref_opt, ref_sched, epoch_bat
     return pd.DataFrame(rows)
 
 
+def dropout_expectation(ours: Callable[[], tuple], ref: Callable[[], tuple], draws: int) -> pd.DataFrame:
+    """Loss and gradients of two stochastic losses compared in expectation.
+
+    ``ours()`` / ``ref()``: one draw each, ``(loss, {parameter name: gradient})`` with the same
+    names on both sides. Per parameter: ``mean_diff`` = ‖m_ours − m_ref‖ (m: the mean gradient
+    over ``draws`` draws), ``relative`` = that over ‖m_ref‖, and ``noise_ratio`` = that over
+    sqrt((tr Σ_ours + tr Σ_ref) / draws), the size the difference has when both expectations
+    are equal (Σ: each side's per-entry variance over its draws). E‖m_ours − m_ref‖² =
+    ‖μ_ours − μ_ref‖² + that noise², so equal expectations give a ratio near 1 whatever the
+    masks' correlations, and a real difference a ratio that grows like sqrt(draws). The loss
+    row (``parameter`` "loss") gives the same for the loss values."""
+    if draws < 2:
+        raise ValueError("dropout_expectation: draws must be >= 2")
+    stats = []
+    for side in (ours, ref):
+        losses, total, total_sq = [], {}, {}
+        for _ in range(draws):
+            loss, grads = side()
+            losses.append(float(loss))
+            for name, g in grads.items():
+                g = g.detach().double()
+                total[name] = total[name] + g if name in total else g.clone()
+                total_sq[name] = total_sq[name] + g * g if name in total_sq else g * g
+        stats.append((np.asarray(losses), total, total_sq))
+    (lo, to, so), (lr, tr, sr) = stats
+    if set(to) != set(tr):
+        raise ValueError(f"dropout_expectation: gradients of {sorted(to)} on one side, {sorted(tr)} on the other")
+    rows = [{"parameter": "loss", "mean_ours": lo.mean(), "mean_ref": lr.mean(),
+             "mean_diff": abs(lo.mean() - lr.mean()), "relative": abs(lo.mean() - lr.mean()) / abs(lr.mean()),
+             "noise_ratio": abs(lo.mean() - lr.mean()) / np.sqrt((lo.var(ddof=1) + lr.var(ddof=1)) / draws)}]
+    for name in to:
+        mo, mr = to[name] / draws, tr[name] / draws
+        var = (so[name] - draws * mo * mo).sum() / (draws - 1) + (sr[name] - draws * mr * mr).sum() / (draws - 1)
+        diff = float(torch.linalg.vector_norm(mo - mr))
+        noise = float(var.clamp_min(0) / draws) ** 0.5
+        norm_ref = float(torch.linalg.vector_norm(mr))
+        rows.append({"parameter": name, "mean_ours": float(torch.linalg.vector_norm(mo)), "mean_ref": norm_ref,
+                     "mean_diff": diff, "relative": diff / norm_ref,
+                     "noise_ratio": diff / noise if noise > 0 else np.inf})
+    return pd.DataFrame(rows)
+
+
+def _one_draw(loss_fn: Callable, params: dict[str, torch.nn.Parameter], zero: Callable) -> Callable[[], tuple]:
+    """A draw for :func:`dropout_expectation`: zero the gradients, loss, backward, the gradients."""
+
+    def draw():
+        zero()
+        loss = loss_fn()
+        if isinstance(loss, tuple):
+            loss = sum(loss)
+        loss.backward()
+        return float(loss.detach()), {n: p.grad.clone() for n, p in params.items() if p.grad is not None}
+
+    return draw
+
+
 def summary(df: pd.DataFrame) -> pd.DataFrame:
     """Per epoch: largest loss and gradient differences over its steps, the first step's, the
     end-of-epoch parameter and score differences."""
@@ -172,6 +233,29 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _dropout_check(name: str, reference: Path, ts, feats, seed: int, draws: int) -> pd.DataFrame:
+    """Both sides at the model's own settings (dropout included), MMRec's initial weights in
+    ours, MMRec's first batch: :func:`dropout_expectation`."""
+    from mmrepr.bench.speed import Reference
+
+    mapping = PARAMETERS[name]
+    with tempfile.TemporaryDirectory(prefix="mmrepr-lockstep-") as tmp:
+        ref = Reference(reference, name, ts.csr_matrix, feats, seed, Path(tmp), scaled_laplacian=True)
+        ours = build_ours(name, seed=seed, n_epochs=1)
+        ours.prepare(ts)
+        copy_weights(ours, ref.model, mapping)
+        batch = tuple(next(iter(ref.loader)))
+        opt, _ = ours._optimizer()
+        for m in (ours.net, ref.model):
+            m.train()
+        mine, theirs = dict(ours.net.named_parameters()), dict(ref.model.named_parameters())
+        return dropout_expectation(
+            _one_draw(lambda: ours._batch_loss(batch), mine, lambda: ours._zero_grad(opt)),
+            _one_draw(lambda: ref.model.calculate_loss(torch.stack(batch)), {n: theirs[r] for n, r in mapping.items()},
+                      lambda: ref.ns.optimizer.zero_grad(set_to_none=True)),
+            draws)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mmrepr.bench lockstep", description=__doc__.splitlines()[0])
     ap.add_argument("--reference", required=True, help="MMRec's src folder")
@@ -183,7 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data", default=None, help="folder with {train,val,test}.tsv (default: shared allrecipes)")
     ap.add_argument("--cache", default="cache/fidelity", help="MiniLM encodings (--content real) are cached here")
-    ap.add_argument("--out", default=None, help="every step's row here (CSV)")
+    ap.add_argument("--out", default=None, help="every step's row here (CSV; the dropout comparison: "
+                                                  "<stem>_dropout.csv beside it)")
+    ap.add_argument("--dropout-draws", type=int, default=0,
+                    help="models run without their dropout (BM3): also compare it in expectation over this many "
+                         "draws per side (0: skip)")
     args = ap.parse_args(argv)
 
     from mmrepr.bench.speed import Reference
@@ -203,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         feats = noise_features((protocol.n_items_all, 384), args.noise_seed)[:n]  # 384: MiniLM's size
     attach(protocol, feats)
     users = np.arange(min(512, ts.num_users), dtype=np.int64)
-    frames = []
+    frames, dropout_frames = [], []
     for name in models:
         ref_settings, our_settings = SETTINGS.get(name, ({}, {}))
         with tempfile.TemporaryDirectory(prefix="mmrepr-lockstep-") as tmp:
@@ -224,8 +312,17 @@ def main(argv: list[str] | None = None) -> int:
         changed = ", ".join(f"{k} {v}" for k, v in ref_settings.items())
         print(f"{name} ({args.content}, seed {args.seed}{', both sides with ' + changed if changed else ''}):")
         print(summary(df).to_string(index=False, float_format=lambda v: f"{v:.1e}"), flush=True)
+        if args.dropout_draws and name in SETTINGS:
+            ex = _dropout_check(name, Path(args.reference), ts, feats, args.seed, args.dropout_draws)
+            print(f"{name} at its own dropout, in expectation over {args.dropout_draws} draws per side "
+                  "(noise_ratio ~1: the same expectation):")
+            print(ex.to_string(index=False, float_format=lambda v: f"{v:.2e}"), flush=True)
+            dropout_frames.append(ex.assign(model=name))
     if args.out:
         from mmrepr.io import write_csv
 
         write_csv(pd.concat(frames, ignore_index=True), Path(args.out))
+        if dropout_frames:  # its own table: one row per parameter, not per step
+            out = Path(args.out)
+            write_csv(pd.concat(dropout_frames, ignore_index=True), out.with_name(out.stem + "_dropout.csv"))
     return 0
