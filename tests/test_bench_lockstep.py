@@ -159,3 +159,27 @@ def test_dropout_expectation_needs_the_same_parameters_on_both_sides(toy):
     a = _stochastic_loss(table, index, w, 0.3, per_row_masks=True)
     with pytest.raises(ValueError, match="gradients of"):
         L.dropout_expectation(a, lambda: (0.0, {"v": torch.zeros(5)}), draws=3)
+
+
+# ---- FREEDOM's edge pruning: what each side samples from ----------------------------------
+
+def test_freedom_edge_sampling_matches_edges_by_pair_not_by_order(setup):
+    from types import SimpleNamespace
+
+    protocol, _, _ = setup
+    ours = F.build_ours("FREEDOM", seed=1, n_epochs=1, k=K, batch_size=BATCH)
+    ours.prepare(protocol.train_set)
+    order = torch.randperm(len(ours.edge_values), generator=torch.Generator().manual_seed(0))
+    ref = SimpleNamespace(edge_indices=torch.stack([ours.edge_users, ours.edge_items])[:, order],
+                          edge_values=ours.edge_values[order].clone(), dropout=ours.dropout)
+    same = L.freedom_edge_sampling(ours, ref)
+    assert same["weight_max_rel_diff"] == 0 and same["kept_ours"] == same["kept_ref"] > 0
+    ref.edge_values[3] *= 1.01  # one edge weighted differently
+    assert L.freedom_edge_sampling(ours, ref)["weight_max_rel_diff"] == pytest.approx(0.01 / 1.01, rel=1e-4)
+    ref.dropout = 0.5
+    moved = L.freedom_edge_sampling(ours, ref)
+    assert moved["kept_ours"] != moved["kept_ref"]
+    ref.edge_indices = ref.edge_indices[:, 1:]
+    ref.edge_values = ref.edge_values[1:]
+    with pytest.raises(ValueError, match="1 training edges on one side only"):
+        L.freedom_edge_sampling(ours, ref)

@@ -18,7 +18,8 @@ item graph, every epoch) a last-bit difference can flip a near tie, after which 
 drift apart as two seeds would.
 
 FREEDOM: each epoch's pruned user-item graph is MMRec's, copied into ours (each side draws
-it from its own RNG). BM3 runs with its target dropout at 0 on both sides (``SETTINGS``):
+it from its own RNG); what the two draws are drawn from (each edge's weight, the number
+kept) is compared once (:func:`freedom_edge_sampling`). BM3 runs with its target dropout at 0 on both sides (``SETTINGS``):
 the masks are drawn inside the step from torch's global RNG, on whole tables in MMRec and on
 the batch's rows in ours, so no two masks could be equal; everything else of its loss is
 compared. ``--dropout-draws N`` then compares the dropout itself **in expectation**: from
@@ -73,6 +74,23 @@ def _freedom_sync(ours, ref_model) -> None:
 
 
 EPOCH_SYNC: dict[str, Callable] = {"FREEDOM": _freedom_sync}
+
+
+def freedom_edge_sampling(ours, ref_model) -> dict:
+    """What FREEDOM's per-epoch edge pruning draws from, on both sides (the sync above copies
+    MMRec's draw, so it is compared here instead): each training edge's sampling weight
+    1/sqrt(d_u d_i), matched by (user, item), and the number of edges kept. Both sides draw
+    with ``torch.multinomial(weights, kept, replacement=False)``, so equal weights and counts
+    mean the same distribution of pruned graphs."""
+    n_items = ours.num_items
+    mine = dict(zip((ours.edge_users * n_items + ours.edge_items).tolist(), ours.edge_values.tolist()))
+    ref_keys = (ref_model.edge_indices[0] * n_items + ref_model.edge_indices[1]).tolist()
+    theirs = dict(zip(ref_keys, ref_model.edge_values.tolist()))
+    if set(mine) != set(theirs):
+        raise ValueError(f"FREEDOM: {len(set(mine) ^ set(theirs))} training edges on one side only")
+    e = len(mine)
+    return {"edges": e, "weight_max_rel_diff": max(abs(mine[k] - theirs[k]) / theirs[k] for k in mine),
+            "kept_ours": max(1, int(e * (1.0 - ours.dropout))), "kept_ref": int(e * (1.0 - ref_model.dropout))}
 
 
 def copy_weights(ours, ref_model: torch.nn.Module, mapping: dict[str, str]) -> None:
@@ -304,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             def ref_scores(us, model=ref.model):
                 return model.full_sort_predict((torch.from_numpy(us),))
 
+            if name == "FREEDOM":
+                print(f"FREEDOM edge pruning, what each side samples from: {freedom_edge_sampling(ours, ref.model)}")
             df = run_lockstep(ours, ref.model, ref.ns.optimizer, ref.scheduler,
                               lambda loader=ref.loader: (tuple(b) for b in loader), PARAMETERS[name],
                               epochs=args.epochs, ref_scores=ref_scores, users=users, sync=EPOCH_SYNC.get(name))
