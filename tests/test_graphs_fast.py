@@ -193,6 +193,15 @@ def test_row_grad_table_trains_exactly_like_index_select_with_adam():
     assert torch.equal(a, b)
     with torch.no_grad():  # scoring path: plain rows, no gradient bookkeeping
         assert torch.equal(table.rows(torch.tensor([1, 2])), a[[1, 2]])
+    # a step that reads no row: no gradient, as index_select's (Adam then skips the table);
+    # the next write starts from zeros, not from the last step's rows
+    table.reset()
+    assert a.grad is None
+    table.reset()
+    table.rows(torch.tensor([3])).sum().backward()
+    want = torch.zeros_like(a)
+    want[3] = 1.0
+    assert torch.equal(a.grad, want)
 
 
 def test_pair_dots_in_chunks_equals_the_gathered_product():
