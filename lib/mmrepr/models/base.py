@@ -292,8 +292,8 @@ class RowGradTable:
     write (a memset of memory already mapped: ~0.25 ms, less than zeroing only the touched
     rows). Zeroing at the first write rather than in :meth:`reset` keeps the 11.5 MB memsets
     out of the forward pass, which then reads the small tables while Adam's last writes are
-    still in cache (with ``_optimizer``'s largest-first order: FREEDOM's epoch -3.5 %, 1 and 2
-    threads, docs/fidelity.md). The gradient Adam sees is the same tensor value (zeros + the
+    still in cache (with ``_optimizer``'s largest-first order: FREEDOM's epoch -2 to -4 % at 1 and
+    2 threads, docs/models.md "Cost"). The gradient Adam sees is the same tensor value (zeros + the
     same ``index_add_``), so Adam's update, including the m/v decay of rows without
     gradient, is unchanged; a step that reads no row leaves the gradient None, as autograd's
     ``index_select`` would."""
