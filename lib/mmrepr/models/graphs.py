@@ -471,7 +471,7 @@ class _RowsOperatorProduct(torch.autograd.Function):
         # Q[R]^T @ g straight from the CSR slices (SciPy reads them as CSC: no transpose built).
         # Same sums in the same order as MKL on the transposed CSR (bit-equal), without the two
         # per-step transposes: FREEDOM's backward of this node 1.65 -> 0.94 ms (1 thread, caches
-        # cold as after Adam; 0.87 -> 0.78 at 2 threads; docs/fidelity.md).
+        # cold as after Adam; 0.87 -> 0.78 at 2 threads; the epoch: docs/models.md "Cost").
         gn = g.numpy()
         return torch.from_numpy(ctx.qu.T @ gn), torch.from_numpy(ctx.qi.T @ gn), None, None, None
 
