@@ -19,10 +19,10 @@ drift apart as two seeds would.
 
 FREEDOM: each epoch's pruned user-item graph is MMRec's, copied into ours (each side draws
 it from its own RNG); what the two draws are drawn from (each edge's weight, the number
-kept) is compared once (:func:`freedom_edge_sampling`). BM3 runs with its target dropout at 0 on both sides (``SETTINGS``):
-the masks are drawn inside the step from torch's global RNG, on whole tables in MMRec and on
-the batch's rows in ours, so no two masks could be equal; everything else of its loss is
-compared. ``--dropout-draws N`` then compares the dropout itself **in expectation**: from
+kept) is compared once (:func:`freedom_edge_sampling`). BM3 runs with its target dropout at
+0 on both sides (``SETTINGS``): the masks are drawn inside the step from torch's global RNG,
+on whole tables in MMRec and on the batch's rows in ours, so no two masks could be equal;
+everything else of its loss is compared. ``--dropout-draws N`` then compares the dropout itself **in expectation**: from
 MMRec's initial weights (copied into ours) and its first batch, each side at the model's own
 dropout computes loss and gradients N times, each with fresh masks and no step; per
 parameter the difference of the two mean gradients is set against the Monte Carlo noise of
