@@ -22,11 +22,11 @@ it from its own RNG); what the two draws are drawn from (each edge's weight, the
 kept) is compared once (:func:`freedom_edge_sampling`). BM3 runs with its target dropout at
 0 on both sides (``SETTINGS``): the masks are drawn inside the step from torch's global RNG,
 on whole tables in MMRec and on the batch's rows in ours, so no two masks could be equal;
-everything else of its loss is compared. ``--dropout-draws N`` then compares the dropout itself **in expectation**: from
-MMRec's initial weights (copied into ours) and its first batch, each side at the model's own
-dropout computes loss and gradients N times, each with fresh masks and no step; per
-parameter the difference of the two mean gradients is set against the Monte Carlo noise of
-the means (:func:`dropout_expectation`). Same expectation: the ratio is ~1; a dropout
+everything else of its loss is compared. ``--dropout-draws N`` then compares the dropout
+itself **in expectation**: from MMRec's initial weights (copied into ours) and its first
+batch, each side at the model's own dropout computes loss and gradients N times, each with
+fresh masks and no step; per parameter the difference of the two mean gradients is set
+against the Monte Carlo noise of the means (:func:`dropout_expectation`). Same expectation: the ratio is ~1; a dropout
 placed or scaled differently moves the mean and the ratio grows with N.
 """
 
@@ -90,7 +90,7 @@ def freedom_edge_sampling(ours, ref_model) -> dict:
         raise ValueError(f"FREEDOM: {len(set(mine) ^ set(theirs))} training edges on one side only")
     e = len(mine)
     return {"edges": e, "weight_max_rel_diff": max(abs(mine[k] - theirs[k]) / theirs[k] for k in mine),
-            "kept_ours": max(1, int(e * (1.0 - ours.dropout))), "kept_ref": int(e * (1.0 - ref_model.dropout))}
+            "kept_ours": ours.kept_edges(), "kept_ref": int(e * (1.0 - ref_model.dropout))}
 
 
 def copy_weights(ours, ref_model: torch.nn.Module, mapping: dict[str, str]) -> None:
@@ -188,27 +188,25 @@ def dropout_expectation(ours: Callable[[], tuple], ref: Callable[[], tuple], dra
     sqrt((tr Σ_ours + tr Σ_ref) / draws), the size the difference has when both expectations
     are equal (Σ: each side's per-entry variance over its draws). E‖m_ours − m_ref‖² =
     ‖μ_ours − μ_ref‖² + that noise², so equal expectations give a ratio near 1 whatever the
-    masks' correlations, and a real difference a ratio that grows like sqrt(draws). The loss
-    row (``parameter`` "loss") gives the same for the loss values."""
+    masks' correlations, and a real difference a ratio that grows like sqrt(draws). The first
+    row (``parameter`` "loss") gives the same for the loss values (``mean_*``: their size)."""
     if draws < 2:
         raise ValueError("dropout_expectation: draws must be >= 2")
     stats = []
     for side in (ours, ref):
-        losses, total, total_sq = [], {}, {}
+        total, total_sq = {}, {}
         for _ in range(draws):
             loss, grads = side()
-            losses.append(float(loss))
-            for name, g in grads.items():
+            # the loss is one more "parameter": the same statistic, of a one-entry value
+            for name, g in {"loss": torch.tensor([float(loss)]), **grads}.items():
                 g = g.detach().double()
                 total[name] = total[name] + g if name in total else g.clone()
                 total_sq[name] = total_sq[name] + g * g if name in total_sq else g * g
-        stats.append((np.asarray(losses), total, total_sq))
-    (lo, to, so), (lr, tr, sr) = stats
+        stats.append((total, total_sq))
+    (to, so), (tr, sr) = stats
     if set(to) != set(tr):
         raise ValueError(f"dropout_expectation: gradients of {sorted(to)} on one side, {sorted(tr)} on the other")
-    rows = [{"parameter": "loss", "mean_ours": lo.mean(), "mean_ref": lr.mean(),
-             "mean_diff": abs(lo.mean() - lr.mean()), "relative": abs(lo.mean() - lr.mean()) / abs(lr.mean()),
-             "noise_ratio": abs(lo.mean() - lr.mean()) / np.sqrt((lo.var(ddof=1) + lr.var(ddof=1)) / draws)}]
+    rows = []
     for name in to:
         mo, mr = to[name] / draws, tr[name] / draws
         var = (so[name] - draws * mo * mo).sum() / (draws - 1) + (sr[name] - draws * mr * mr).sum() / (draws - 1)
@@ -251,17 +249,26 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _both_sides(name: str, reference: Path, ts, feats, seed: int, workdir: Path, *, epochs: int = 1,
+                ref_settings: dict | None = None, our_settings: dict | None = None):
+    """MMRec's ``name`` (``speed.Reference``) and ours, prepared, MMRec's initial weights copied
+    into ours."""
+    from mmrepr.bench.speed import Reference
+
+    ref = Reference(reference, name, ts.csr_matrix, feats if name != "LightGCN" else None, seed, workdir,
+                    scaled_laplacian=True, overrides=ref_settings or {})
+    ours = build_ours(name, seed=seed, n_epochs=epochs, **(our_settings or {}))
+    ours.prepare(ts)
+    copy_weights(ours, ref.model, PARAMETERS[name])
+    return ref, ours
+
+
 def _dropout_check(name: str, reference: Path, ts, feats, seed: int, draws: int) -> pd.DataFrame:
     """Both sides at the model's own settings (dropout included), MMRec's initial weights in
     ours, MMRec's first batch: :func:`dropout_expectation`."""
-    from mmrepr.bench.speed import Reference
-
     mapping = PARAMETERS[name]
     with tempfile.TemporaryDirectory(prefix="mmrepr-lockstep-") as tmp:
-        ref = Reference(reference, name, ts.csr_matrix, feats, seed, Path(tmp), scaled_laplacian=True)
-        ours = build_ours(name, seed=seed, n_epochs=1)
-        ours.prepare(ts)
-        copy_weights(ours, ref.model, mapping)
+        ref, ours = _both_sides(name, reference, ts, feats, seed, Path(tmp))
         batch = tuple(next(iter(ref.loader)))
         opt, _ = ours._optimizer()
         for m in (ours.net, ref.model):
@@ -292,7 +299,6 @@ def main(argv: list[str] | None = None) -> int:
                          "draws per side (0: skip)")
     args = ap.parse_args(argv)
 
-    from mmrepr.bench.speed import Reference
     from mmrepr.models.base import set_torch_threads
     from mmrepr.paths import shared_data_dir
     from mmrepr.training.data import SplitTriples
@@ -313,11 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in models:
         ref_settings, our_settings = SETTINGS.get(name, ({}, {}))
         with tempfile.TemporaryDirectory(prefix="mmrepr-lockstep-") as tmp:
-            ref = Reference(Path(args.reference), name, ts.csr_matrix, feats if name != "LightGCN" else None,
-                            args.seed, Path(tmp), scaled_laplacian=True, overrides=ref_settings)
-            ours = build_ours(name, seed=args.seed, n_epochs=args.epochs, **our_settings)
-            ours.prepare(ts)
-            copy_weights(ours, ref.model, PARAMETERS[name])
+            ref, ours = _both_sides(name, Path(args.reference), ts, feats, args.seed, Path(tmp), epochs=args.epochs,
+                                    ref_settings=ref_settings, our_settings=our_settings)
 
             def ref_scores(us, model=ref.model):
                 return model.full_sort_predict((torch.from_numpy(us),))

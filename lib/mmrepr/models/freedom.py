@@ -117,7 +117,7 @@ class FREEDOM(EmbeddingRecommender):
             self.masked_adj = self.norm_adj
             self._set_rows_operator()
             return
-        keep = max(1, int(self.edge_values.shape[0] * (1.0 - self.dropout)))
+        keep = self.kept_edges()
         idx = torch.multinomial(self.edge_values.cpu(), keep, replacement=False, generator=self._torch_gen)
         idx = idx.to(self._device)
         ku, ki = self.edge_users[idx], self.edge_items[idx]
@@ -128,6 +128,10 @@ class FREEDOM(EmbeddingRecommender):
             to_sparse(torch.cat([ku, ki]), torch.cat([ki, ku]), torch.cat([vals, vals]), nn_), symmetric=True
         )
         self._set_rows_operator()
+
+    def kept_edges(self) -> int:
+        """Edges each epoch's pruning keeps: ``int(E * (1 - dropout))`` (MMRec's), at least one."""
+        return max(1, int(self.edge_values.shape[0] * (1.0 - self.dropout)))
 
     def _set_rows_operator(self):
         """The step's graph work as one sparse operator (``RowsOperator``) when it stays
