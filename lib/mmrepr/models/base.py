@@ -31,6 +31,7 @@ import torch
 from cornac.exception import ScoreException
 from cornac.models import Recommender
 from mmrepr.progress import tqdm
+from mmrepr.models.hugepages import move_large_parameters, move_optimizer_state_after_first_step, on_huge_pages
 
 log = logging.getLogger(__name__)
 
@@ -488,6 +489,7 @@ class EmbeddingRecommender(MMReprRecommender):
 
     uses_negatives = True
     lr_scheduler: tuple[float, float] = (1.0, 50.0)  # MMRec overall.yaml: no decay
+    huge_pages = True  # large CPU tables on transparent huge pages where the kernel allows
 
     def _setup(self, train_set) -> None:
         """Seeds, then the model's tables and graphs (``_build``), untrained."""
@@ -498,6 +500,12 @@ class EmbeddingRecommender(MMReprRecommender):
         self._row_grad_tables: list[RowGradTable] = []  # filled by _build where a model has them
         self._build(train_set)
         self.net.to(self._device)
+        # the long-lived large tables on 2 MB pages (models/hugepages.py): same values, fewer
+        # TLB misses in the row gathers and scatters
+        self._huge_params = move_large_parameters(self.net) if self.huge_pages else []
+        for table in self._row_grad_tables:
+            if self.huge_pages:
+                table.buf = on_huge_pages(table.buf)
 
     def prepare(self, train_set) -> None:
         """Everything ``fit`` does before its first epoch, and nothing after: for driving the
@@ -565,6 +573,7 @@ class EmbeddingRecommender(MMReprRecommender):
         # parameter, so the order changes no value.
         params = sorted(self.net.parameters(), key=lambda p: p.numel(), reverse=True)
         opt = torch.optim.Adam(params, lr=self.learning_rate, fused=fused or None)
+        move_optimizer_state_after_first_step(opt, getattr(self, "_huge_params", []))
         base, step = self.lr_scheduler
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=lambda e: base ** (e / step))
 
