@@ -502,9 +502,10 @@ class EmbeddingRecommender(MMReprRecommender):
         self.net.to(self._device)
         # the long-lived large tables on 2 MB pages (models/hugepages.py): same values, fewer
         # TLB misses in the row gathers and scatters
-        self._huge_params = move_large_parameters(self.net) if self.huge_pages else []
-        for table in self._row_grad_tables:
-            if self.huge_pages:
+        self._huge_params = []
+        if self.huge_pages:
+            self._huge_params = move_large_parameters(self.net)
+            for table in self._row_grad_tables:
                 table.buf = on_huge_pages(table.buf)
 
     def prepare(self, train_set) -> None:
