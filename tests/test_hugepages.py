@@ -15,6 +15,9 @@ from mmrepr.models import hugepages as hp
 from conftest import tiny_split
 
 needs_thp = pytest.mark.skipif(not hp.huge_pages_available(), reason="the kernel gives no huge pages on request")
+# placing tables (aligned mappings advised for huge pages) works wherever madvise accepts the
+# advice, even where the kernel then grants no huge pages
+needs_madvise = pytest.mark.skipif(not hp.madvise_accepted(), reason="madvise(MADV_HUGEPAGE) is refused here")
 
 
 def _anon_huge_kb(ptr: int) -> int:
@@ -30,6 +33,7 @@ def _anon_huge_kb(ptr: int) -> int:
     return kb
 
 
+@needs_madvise
 def test_a_moved_table_is_an_aligned_independent_copy_and_small_or_refused_ones_stay():
     t = torch.randn(2000, 384)  # 2.9 MB
     moved = hp.on_huge_pages(t, available=True)
@@ -50,6 +54,7 @@ def test_the_kernel_backs_a_moved_table_with_huge_pages():
     assert _anon_huge_kb(moved.data_ptr()) >= 2048
 
 
+@needs_madvise
 def test_adam_moments_move_after_the_first_step_and_the_updates_are_unchanged():
     torch.manual_seed(0)
     init = torch.randn(1500, 384)
@@ -83,6 +88,7 @@ def _method(n_items: int = 1500, dim: int = 384):
                                   item_text=TextModality(features=txt, ids=ids))
 
 
+@needs_madvise
 def test_freedom_trains_to_the_same_bits_with_and_without_huge_pages(monkeypatch):
     monkeypatch.setattr(hp, "huge_pages_available", lambda: True)  # place them even where the kernel would not
     ts = _method().train_set
@@ -100,3 +106,11 @@ def test_freedom_trains_to_the_same_bits_with_and_without_huge_pages(monkeypatch
     for (name, a), (_, b) in zip(plain.net.named_parameters(), moved.net.named_parameters()):
         assert torch.equal(a, b), name
     assert np.array_equal(plain.score_users(np.arange(5)), moved.score_users(np.arange(5)))
+
+
+def test_nothing_moves_where_the_kernel_grants_no_huge_pages(monkeypatch):
+    monkeypatch.setattr(hp, "huge_pages_available", lambda: False)
+    m = FREEDOM(k=8, n_epochs=1, batch_size=256, seed=3, device="cpu", top_k=5).fit(_method().train_set)
+    assert m.huge_pages and m._huge_params == []
+    assert not any(hp.is_on_huge_pages(p.data) for p in m.net.parameters())
+    assert not any(hp.is_on_huge_pages(t.buf) for t in m._row_grad_tables)

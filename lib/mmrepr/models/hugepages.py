@@ -28,15 +28,26 @@ THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
 @functools.lru_cache(maxsize=1)
+def madvise_accepted() -> bool:
+    """Whether this Python and kernel accept ``madvise(MADV_HUGEPAGE)`` on an anonymous
+    mapping (not: whether pages will be granted)."""
+    try:
+        probe = mmap.mmap(-1, HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        probe.madvise(mmap.MADV_HUGEPAGE)
+        probe.close()
+        return True
+    except (AttributeError, OSError, ValueError):  # no MADV_HUGEPAGE, no THP in the kernel, a filter
+        return False
+
+
+@functools.lru_cache(maxsize=1)
 def huge_pages_available() -> bool:
     """Whether ``madvise(MADV_HUGEPAGE)`` can give this process huge pages."""
-    if not hasattr(mmap, "MADV_HUGEPAGE"):
-        return False
     try:
         setting = THP_SETTING.read_text()
     except OSError:
         return False
-    return "[madvise]" in setting or "[always]" in setting
+    return ("[madvise]" in setting or "[always]" in setting) and madvise_accepted()
 
 
 def on_huge_pages(t: torch.Tensor, available: bool | None = None) -> torch.Tensor:
