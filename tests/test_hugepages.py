@@ -75,6 +75,20 @@ def test_adam_moments_move_after_the_first_step_and_the_updates_are_unchanged():
     assert torch.equal(state["exp_avg"], runs[False][1]["exp_avg"])
 
 
+@needs_madvise
+def test_moments_created_at_a_later_step_are_moved_then():
+    a = torch.nn.Parameter(hp.on_huge_pages(torch.randn(1500, 384), available=True))
+    b = torch.nn.Parameter(hp.on_huge_pages(torch.randn(1500, 384), available=True))
+    opt = torch.optim.Adam([a, b], lr=0.01)
+    hp.move_optimizer_state_after_first_step(opt, [a, b], available=True)
+    a.grad = torch.ones_like(a)
+    opt.step()  # b has no gradient yet: Adam creates no state for it
+    assert hp.is_on_huge_pages(opt.state[a]["exp_avg"]) and not opt.state[b]
+    b.grad = torch.ones_like(b)
+    opt.step()
+    assert hp.is_on_huge_pages(opt.state[b]["exp_avg"]) and hp.is_on_huge_pages(opt.state[b]["exp_avg_sq"])
+
+
 def _method(n_items: int = 1500, dim: int = 384):
     from cornac.data import ImageModality, TextModality
     from cornac.eval_methods import BaseMethod

@@ -5,9 +5,10 @@ and written row by row at random rows every step: ~4,000 gathered and ~4,000 sca
 per table, each on its own 4 KB page. On this VM a TLB miss costs a nested page walk, and the
 gathers run at ~1 us a row once Adam's pass over ~190 MB has evicted everything. With 2 MB
 pages the same tables span 6 pages instead of 2,800. PyTorch can advise huge pages for every
-allocation of 2 MB or more (``THP_MEM_ALLOC_ENABLE=1``, read once at startup), but that also
-hands the step's short-lived temporaries 2 MB faults; here only the long-lived tables are
-moved: the parameters, their persistent gradient buffers and Adam's moments.
+allocation of 2 MB or more (``THP_MEM_ALLOC_ENABLE=1``, read once at startup), but that takes
+in the step's short-lived temporaries and the reference's own tables too (measured: LightGCN's
+and BM3's epochs a little slower, docs/fidelity.md); here only the long-lived tables are moved:
+the parameters, their persistent gradient buffers and Adam's moments.
 
 Only where the kernel grants them on request (``/sys/kernel/mm/transparent_hugepage/enabled``
 ``[madvise]`` or ``[always]``); otherwise, and off Linux or off CPU, tensors stay where they
@@ -96,22 +97,25 @@ def move_large_parameters(module: torch.nn.Module, available: bool | None = None
 
 def move_optimizer_state_after_first_step(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter],
                                           available: bool | None = None) -> None:
-    """Adam creates its moments at its first step (``zeros_like``, ordinary pages): move
-    those of ``params`` onto huge pages right after that step, then stop watching."""
+    """Adam creates a parameter's moments at its first step with a gradient (``zeros_like``,
+    ordinary pages): move those of ``params`` onto huge pages right after that step, and stop
+    watching once all of them are moved."""
     if not params:
         return
     if available is None:
         available = huge_pages_available()
     if not available:
         return
-    wanted = {id(p) for p in params}
+    waiting = {id(p) for p in params}
 
     def hook(optimizer, args, kwargs):
         for p, state in optimizer.state.items():
-            if id(p) in wanted:
+            if id(p) in waiting and state:
                 for key, value in state.items():
                     if isinstance(value, torch.Tensor) and value.shape == p.shape:
                         state[key] = on_huge_pages(value, True)
-        handle.remove()
+                waiting.discard(id(p))
+        if not waiting:
+            handle.remove()
 
     handle = opt.register_step_post_hook(hook)
