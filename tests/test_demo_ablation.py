@@ -24,18 +24,8 @@ from mmrepr.training.search import run_search
 from conftest import ROOT
 
 # BM3 is not in the list: on the demo it shows no evidence of content use against noise on
-# warm items (runs/demo/analysis), so its ablation label is not checked against the truth.
+# warm or cold items (runs/demo/analysis), so its ablation label is not checked against the truth.
 MODELS = ["VBPR", "LATTICE", "FREEDOM"]
-
-# Measured, not hidden (docs/protocol.md, "Modality ablation"): FREEDOM's visual effect on
-# the demo is small and at the edge of what ~300 test users detect. Before cold items it
-# was detected (visual zeroed +0.018 Recall@20, p 7e-5 over 5 seeds); with 10% of the items
-# made cold, the run labels it "relies on textual" (5 seeds, the label's own Holm family:
-# visual -> noise +0.001, p_adj 0.68, visual -> zeros +0.009, p_adj 0.14; textual -> noise
-# +0.087, p_adj 1e-6). FREEDOM gives the visual kNN graph a tenth of the item graph's weight
-# (mm_image_weight 0.1, the reference's default). strict: the day it matches, this marker
-# must go.
-KNOWN_MISMATCH = {"FREEDOM": "FREEDOM's small visual effect is not detected on the demo with cold items"}
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +55,15 @@ def demo_checks(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", [
-    pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=KNOWN_MISMATCH[m])) if m in KNOWN_MISMATCH else m
-    for m in MODELS])
+@pytest.mark.parametrize("model", MODELS)
 def test_demo_ablation_label_matches_the_planted_truth(demo_checks, model):
     ab, _, _ = demo_checks
     # every model uses content on the demo, so every label is checked against the truth
     assert model in ab.index, f"{model} has no ablation label (it did not use content?):\n{ab}"
     row = ab.loc[model]
     assert row["expected"] == "uses both modalities", row
+    # the label reads warm and cold items (docs/protocol.md, "Modality ablation")
+    assert row["slices"] == "warm cold", row
     assert row["label"] == row["expected"], f"{model}: label {row['label']!r} ({row['evidence']})"
 
 

@@ -262,10 +262,14 @@ def add_ablation_sentences(answer: dict[str, Any], ablations: pd.DataFrame) -> N
             if isinstance(r.matches_truth, (bool, np.bool_)):
                 truth = (f"; the planted weights imply '{r.expected}', so the label "
                          f"{'matches' if r.matches_truth else 'does NOT match'} the truth")
+            per_slice = [f"{where} {lab}" for where, lab in (("warm items:", r.label_warm), ("cold items:", r.label_cold))
+                         if isinstance(lab, str) and lab]
             rec.setdefault("ablation", []).append(dict(reference=r.reference, label=r.label,
+                                                       label_warm=r.label_warm if isinstance(r.label_warm, str) else None,
+                                                       label_cold=r.label_cold if isinstance(r.label_cold, str) else None,
                                                        matches_truth=None if not truth else bool(r.matches_truth)))
-            rec["sentences"].append(f"On {rec['dataset']}, replacing one modality of {r.reference} at a time, "
-                                    f"{rec['model']} {r.label} ({r.evidence}){truth}.")
+            rec["sentences"].append(f"On {rec['dataset']}, replacing one modality of {r.reference} at a time "
+                                    f"({'; '.join(per_slice)}), {rec['model']} {r.label} ({r.evidence}){truth}.")
             if rec.get("headline"):
                 rec["headline"] = rec["headline"][:-1] + f"; modality ablation on {r.reference}: {r.label}."
 

@@ -157,35 +157,36 @@ def activity_buckets(by_activity: pd.DataFrame, out_dir: Path, dataset: str, met
     return save_figure(fig, out_dir, f"activity_{dataset}")
 
 
-def ablation(tests: pd.DataFrame, feature_meta: dict[str, dict], out_dir: Path, dataset: str,
-             metric: str) -> dict[str, Path] | None:
-    """Drop from removing each modality (real minus ablated), per model, with 95% bootstrap CI."""
-    t = tests[(tests["dataset"] == dataset) & (tests["metric"] == metric) & (tests["family"] == "ablation")]
+def ablation(label_tests: pd.DataFrame, out_dir: Path, dataset: str, metric: str) -> dict[str, Path] | None:
+    """Drop from removing each modality (real minus ablated), per model and slice (warm, cold
+    items), with 95% bootstrap CI; stars from the label's corrected p (``ablation.label_comparisons``)."""
+    t = label_tests[label_tests["dataset"] == dataset].reset_index(drop=True)
     if t.empty:
         return None
-    t = t.assign(role=[feature_meta.get(fs, {}).get("ablated_role", "?") for fs in t["b_fs"]],
-                 how=[feature_meta.get(fs, {}).get("replacement", "?") for fs in t["b_fs"]])
-    t = t.sort_values(["a_model", "a_fs", "role", "how"]).reset_index(drop=True)
-    labels = [f"{r.a_model}[{r.a_fs}]: {r.role} → {r.how}" for r in t.itertuples()]
+    short = {"test": "warm", "test_cold": "cold", "test_all": "all"}
+    labels = [f"{r.model}[{r.reference}] {short.get(r.split, r.split)}: {r.role} → {r.replacement}"
+              for r in t.itertuples()]
     fig, ax = plt.subplots(figsize=(9, 0.42 * len(t) + 1.5), layout="constrained")
     colors = dict(zip(("visual", "textual"), sns.color_palette("deep", 2)))
     y = np.arange(len(t))
     from matplotlib.colors import to_rgba
 
     ax.barh(y, t["diff"], color=[to_rgba(colors.get(r, "grey"), 0.9 if s else 0.35)
-                                 for r, s in zip(t["role"], t["significant"])])
+                                 for r, s in zip(t["role"], t["significant"])],
+            hatch=["//" if sp == "test_cold" else "" for sp in t["split"]], edgecolor="white", linewidth=0)
     err = np.vstack([(t["diff"] - t["ci_low"]).clip(lower=0), (t["ci_high"] - t["diff"]).clip(lower=0)])
     ok = np.isfinite(err).all(axis=0)
     ax.errorbar(t["diff"][ok], y[ok], xerr=err[:, ok], fmt="none", ecolor="black", capsize=2, lw=0.8)
-    span = max(float(np.nanmax(np.abs(t[["ci_low", "ci_high", "diff"]].to_numpy()))), 1e-9)
+    span = max(float(np.nanmax(np.abs(t[["ci_low", "ci_high", "diff"]].to_numpy(dtype=float)))), 1e-9)
     for yi, r in zip(y, t.itertuples()):
-        ax.text(span * 1.08, yi, stars(r.p_wilcoxon_adj), va="center", fontsize=8)
+        ax.text(span * 1.08, yi, stars(r.p_label_adj), va="center", fontsize=8)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlim(-span * 1.1, span * 1.4)
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(f"Δ test {metric}: real minus one modality replaced (95% bootstrap CI; faded = not significant)")
-    ax.set_title(f"{dataset}: which modality does each model use?", fontsize=9)
+    ax.set_xlabel(f"Δ test {metric}: real minus one modality replaced, 95% CI\n"
+                  "faded: not significant (corrected per label); hatched: cold items")
+    ax.set_title(f"{dataset}: which modality does each model use? (warm and cold items)", fontsize=9)
     sns.despine(fig)
     return save_figure(fig, out_dir, f"ablation_{dataset}")
 

@@ -7,7 +7,8 @@ metric per test slice: warm items, cold items, whole catalogue; mean and sd over
 ``tests_by_slice.csv`` and ``stability_by_slice.csv`` (the comparisons on each slice, and their
 per-seed decisions), ``truth_checks.csv`` (synthetic data: the checks against the planted
 truth), ``ablation.csv``
-(which modality each model uses, checked against the planted truth on synthetic data), ``answer.json``/``answer.md`` (the computed
+(which modality each model uses, checked against the planted truth on synthetic data) and
+``ablation_tests.csv`` (the comparisons each label is made from), ``answer.json``/``answer.md`` (the computed
 answer), ``figures/`` (PNG + SVG), ``problems.json`` (input problems, counted) and
 ``index.json`` (what was written, read by the report).
 """
@@ -57,8 +58,9 @@ TABLE_CAPTIONS = {
     "controls": "Real features vs noise vs shuffled per multimodal model (bold = best per model); on control rows, "
     "diff = real reference minus this control, with its corrected Wilcoxon p.",
     "ablation": "Modality ablation: the model on the real set vs the same set with one modality replaced (zeros or "
-    "noise); a modality is used when replacing it significantly hurts. On synthetic data, expected = what the planted "
-    "weights imply for a model that uses content.",
+    "noise); a modality is used when replacing it significantly hurts on warm or on cold items (the label's "
+    "comparisons on both slices corrected together); label_warm / label_cold: the same on one slice. On synthetic "
+    "data, expected = what the planted weights imply for a model that uses content.",
     "slices": "Test metrics per test slice: warm = warm items (items with training interactions) ranked for the "
     "user's warm test items; cold = only the cold items (no training interaction) ranked for the user's cold test "
     "items; all = the whole catalogue. Mean over seeds and sd; ID-only models (no feature set) are the floor on cold "
@@ -133,11 +135,16 @@ def run_analysis(P, out_dir: Path | None = None) -> AnalysisResult:
 
     weights = planted_weights(load_truth(run_dir), P.data.synthetic.model_dump() if P.data.synthetic else None)
     answer = compute_answer(tests, summary, primary, a.alpha)
-    verdicts = {(r["dataset"], r["model"]): r.get("content_verdict") for r in answer["records"]}
-    ablations = ablation.ablation_labels(tests, inp.feature_meta, primary, verdicts,
-                                         weights if P.data.source == "synthetic" else None)
-    write_csv(ablations, out / "ablation.csv")
     add_slice_verdicts(answer, by_slice, slices_present)
+    # Modality ablation: one label per model and real set, from warm and cold items together;
+    # the truth is checked for a model that uses content on either of them.
+    verdicts = {(r["dataset"], r["model"]): [r["content_verdict"]] + [
+        s["verdict"] for k, s in r.get("slices", {}).items() if k != "test" and k in ablation.LABEL_SLICES]
+        for r in answer["records"] if "content_verdict" in r}
+    label_tests = ablation.label_comparisons(by_slice, tests, inp.feature_meta, primary, a.correction, a.alpha)
+    ablations = ablation.ablation_labels(label_tests, verdicts, weights if P.data.source == "synthetic" else None)
+    write_csv(ablations, out / "ablation.csv")
+    write_csv(label_tests, out / "ablation_tests.csv")
     add_ablation_sentences(answer, ablations)
     checks = (slices.truth_checks(by_slice, tests, ablations, inp, primary) if P.data.source == "synthetic"
               else pd.DataFrame(columns=slices.CHECK_COLUMNS))
@@ -181,8 +188,7 @@ def run_analysis(P, out_dir: Path | None = None) -> AnalysisResult:
         for key, made in (
             (f"bars_{ds}", plots.grouped_bars(intervals, fig_dir, ds, labels, random_sets)),
             (f"content_use_{ds}", plots.content_use(tests, fig_dir, ds, primary) if not tests.empty else None),
-            (f"ablation_{ds}", plots.ablation(tests, inp.feature_meta, fig_dir, ds, primary)
-             if not tests.empty and (tests["family"] == "ablation").any() else None),
+            (f"ablation_{ds}", plots.ablation(label_tests, fig_dir, ds, primary) if not label_tests.empty else None),
             (f"activity_{ds}", plots.activity_buckets(by_activity, fig_dir, ds, primary) if not by_activity.empty else None),
             (f"cold_vs_warm_{ds}", plots.cold_vs_warm(slices.seed_values(inp, metrics[0]), slices.figure_panels(inp, ds),
                                                       fig_dir, ds, primary) if len(slices_present[ds]) > 1 else None),
