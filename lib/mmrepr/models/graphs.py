@@ -275,28 +275,29 @@ class _ScipyPropagateMean(torch.autograd.Function):
     """mean(E, AE, ..., A^L E) on CPU in one autograd node: the layer sum is accumulated in
     place, and the backward is the same recursion with A^T, (g + A^T g + ... + (A^T)^L g) / (L+1),
     instead of L product nodes, L additions and a division, each a pass over the whole
-    (users+items) x k matrix with its own allocation."""
+    (users+items) x k matrix with its own allocation. The passes run as torch ops on views of
+    the reused buffers (torch's intra-op threads; NumPy's are single-threaded): bit-equal."""
 
     @staticmethod
     def forward(ctx, x, fixed, n_layers):
         ctx.fixed, ctx.n_layers = fixed, n_layers
-        h = x.detach().contiguous().numpy()
-        out = h.copy()
+        h = x.detach().contiguous()
+        out = h.clone()
         for layer in range(n_layers):
-            h = fixed.product(h, fixed.buffer(h.shape, layer % 2))
+            h = _product(fixed, h, layer)
             out += h
-        out *= np.float32(1.0 / (n_layers + 1))
-        return torch.from_numpy(out)
+        out *= _inverse_count(n_layers)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        g = grad.contiguous().numpy()
-        acc = g.copy()
+        g = grad.contiguous()
+        acc = g.clone()
         for layer in range(ctx.n_layers):
-            g = ctx.fixed.product(g, ctx.fixed.buffer(g.shape, layer % 2), transpose=True)
+            g = _product(ctx.fixed, g, layer, transpose=True)
             acc += g
-        acc *= np.float32(1.0 / (ctx.n_layers + 1))
-        return torch.from_numpy(acc), None, None
+        acc *= _inverse_count(ctx.n_layers)
+        return acc, None, None
 
 
 class _ScipyPropagateMeanSplit(torch.autograd.Function):
@@ -307,29 +308,37 @@ class _ScipyPropagateMeanSplit(torch.autograd.Function):
     @staticmethod
     def forward(ctx, users, items, fixed, n_layers):
         ctx.fixed, ctx.n_layers, ctx.n_users = fixed, n_layers, users.shape[0]
-        n, d = fixed.shape[0], users.shape[1]
-        out = np.concatenate([users.detach().numpy(), items.detach().numpy()])
+        out = torch.cat([users.detach(), items.detach()])
         h = out
         for layer in range(n_layers):
-            h = fixed.product(h, fixed.buffer((n, d), layer % 2))
+            h = _product(fixed, h, layer)
             out += h
-        out *= np.float32(1.0 / (n_layers + 1))
-        t = torch.from_numpy(out)
-        return t[: ctx.n_users], t[ctx.n_users :]
+        out *= _inverse_count(n_layers)
+        return out[: ctx.n_users], out[ctx.n_users :]
 
     @staticmethod
     def backward(ctx, gu, gi):
         nu = ctx.n_users
-        acc = np.empty((ctx.fixed.shape[0], (gu if gu is not None else gi).shape[1]), dtype=np.float32)
-        acc[:nu] = 0.0 if gu is None else gu.numpy()
-        acc[nu:] = 0.0 if gi is None else gi.numpy()
+        acc = torch.empty((ctx.fixed.shape[0], (gu if gu is not None else gi).shape[1]), dtype=torch.float32)
+        if gu is None:
+            acc[:nu].zero_()
+        else:
+            acc[:nu].copy_(gu)
+        if gi is None:
+            acc[nu:].zero_()
+        else:
+            acc[nu:].copy_(gi)
         g = acc
         for layer in range(ctx.n_layers):
-            g = ctx.fixed.product(g, ctx.fixed.buffer(acc.shape, layer % 2), transpose=True)
+            g = _product(ctx.fixed, g, layer, transpose=True)
             acc += g
-        acc *= np.float32(1.0 / (ctx.n_layers + 1))
-        t = torch.from_numpy(acc)
-        return t[:nu], t[nu:], None, None
+        acc *= _inverse_count(ctx.n_layers)
+        return acc[:nu], acc[nu:], None, None
+
+
+def _product(fixed: "FixedSparse", h: torch.Tensor, layer: int, transpose: bool = False) -> torch.Tensor:
+    """``A @ h`` (``A^T @ h``) into the layer's reused buffer, as a torch view of it."""
+    return torch.from_numpy(fixed.product(h.numpy(), fixed.buffer(tuple(h.shape), layer % 2), transpose=transpose))
 
 
 class _ScipyPropagateMeanRows(torch.autograd.Function):
@@ -343,40 +352,46 @@ class _ScipyPropagateMeanRows(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, users, items, fixed, n_layers, user_rows, item_rows):
+        # The passes over the (users + items) x d tables run as torch ops on views of the
+        # reused buffers: elementwise and gather work then uses torch's intra-op threads
+        # (NumPy's is single-threaded); the same operations in the same order, so bit-equal.
         nu, d = users.shape[0], users.shape[1]
         n = fixed.shape[0]
-        r = np.concatenate([user_rows.numpy(), item_rows.numpy() + nu])
-        h = fixed.buffer((n, d), "in")
-        h[:nu] = users.detach().numpy()
-        h[nu:] = items.detach().numpy()
-        out = h[r]
+        r = torch.cat([user_rows, item_rows + nu])
+        h = torch.from_numpy(fixed.buffer((n, d), "in"))
+        h[:nu].copy_(users.detach())
+        h[nu:].copy_(items.detach())
+        out = h.index_select(0, r)
         for layer in range(n_layers):
-            h = fixed.product(h, fixed.buffer((n, d), layer % 2))
-            out += h[r]
-        out *= np.float32(1.0 / (n_layers + 1))
+            h = _product(fixed, h, layer)
+            out += h.index_select(0, r)
+        out *= _inverse_count(n_layers)
         ctx.fixed, ctx.n_layers, ctx.nu, ctx.ni, ctx.r = fixed, n_layers, nu, items.shape[0], r
         ctx.n_user_rows = len(user_rows)
-        t = torch.from_numpy(out)
-        return t[: len(user_rows)], t[len(user_rows) :]
+        return out[: len(user_rows)], out[len(user_rows) :]
 
     @staticmethod
     def backward(ctx, gu, gi):
         nu, r, nr = ctx.nu, ctx.r, ctx.n_user_rows
         d = (gu if gu is not None else gi).shape[1]
         n = nu + ctx.ni
-        g = ctx.fixed.buffer((n, d), "in")  # scattered upstream gradient
-        g.fill(0.0)
+        g = torch.from_numpy(ctx.fixed.buffer((n, d), "in"))  # scattered upstream gradient
+        g.zero_()
         if gu is not None:
-            g[r[:nr]] = gu.numpy()
+            g.index_copy_(0, r[:nr], gu.contiguous())
         if gi is not None:
-            g[r[nr:]] = gi.numpy()
-        acc = g.copy()
+            g.index_copy_(0, r[nr:], gi.contiguous())
+        acc = g.clone()
         for layer in range(ctx.n_layers):
-            g = ctx.fixed.product(g, ctx.fixed.buffer((n, d), layer % 2), transpose=True)
+            g = _product(ctx.fixed, g, layer, transpose=True)
             acc += g
-        acc *= np.float32(1.0 / (ctx.n_layers + 1))
-        t = torch.from_numpy(acc)
-        return t[:nu], t[nu:], None, None, None, None
+        acc *= _inverse_count(ctx.n_layers)
+        return acc[:nu], acc[nu:], None, None, None, None
+
+
+def _inverse_count(n_layers: int) -> float:
+    """``1 / (n_layers + 1)`` rounded to float32 first, as NumPy's ``np.float32`` scalar was."""
+    return float(np.float32(1.0 / (n_layers + 1)))
 
 
 def propagate_mean_rows(adj, users: torch.Tensor, items: torch.Tensor, n_layers: int,
