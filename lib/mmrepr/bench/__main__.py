@@ -1,4 +1,4 @@
-"""``python -m mmrepr.bench {extract,lvlm,eval,train,fidelity,speed,lockstep,pruning,budget} ...`` — each prints numbers and writes JSON."""
+"""``python -m mmrepr.bench {extract,lvlm,eval,train,fidelity,speed,lockstep,paired,pruning,budget} ...`` — each prints numbers and writes JSON."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ COMMANDS = {
     "fidelity": ("mmrepr.bench.fidelity", "VBPR, LATTICE, FREEDOM, BM3, LightGCN vs the MMRec reference (issue #11)"),
     "speed": ("mmrepr.bench.speed", "s/epoch per model; with --reference, interleaved with MMRec's own code"),
     "lockstep": ("mmrepr.bench.lockstep", "ours and MMRec's own class from the same weights and batches, step by step"),
+    "paired": ("mmrepr.bench.paired", "ours and MMRec's own class in lockstep to the stopping rule, seeds paired"),
     "pruning": ("mmrepr.bench.pruning", "successive halving vs the exhaustive grid: selection, epochs, time"),
     "budget": ("mmrepr.bench.budget", "stage 4's predicted time from the plan and measured per-epoch costs"),
 }

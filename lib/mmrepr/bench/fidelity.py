@@ -239,6 +239,22 @@ def train_one(name: str, protocol: Protocol, seed: int, *, max_epochs: int, eval
     }
 
 
+class MMRecScorer:
+    """An MMRec model seen by our evaluator: ``score_users`` from its ``full_sort_predict``
+    (eval mode, no gradient)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def score_users(self, users) -> np.ndarray:
+        import torch
+
+        self.model.eval()
+        with torch.no_grad():
+            s = self.model.full_sort_predict((torch.from_numpy(np.asarray(users, dtype=np.int64)),))
+        return s.float().numpy()
+
+
 def train_reference(src: Path, name: str, protocol: Protocol, feats_all: np.ndarray | None, seed: int, *,
                     max_epochs: int, eval_every: int, patience: int, items: str = "all",
                     workdir: Path, scaled_laplacian: bool = True) -> dict:
@@ -251,8 +267,6 @@ def train_reference(src: Path, name: str, protocol: Protocol, feats_all: np.ndar
     ``items="train"``: only the training items, as our models (the others stay relevant and
     are never retrieved)."""
     import copy
-
-    import torch
 
     from mmrepr.bench.speed import Reference
 
@@ -268,15 +282,7 @@ def train_reference(src: Path, name: str, protocol: Protocol, feats_all: np.ndar
         feats = feats_all if items == "all" else feats_all[:n_train]
     ref = Reference(src, name, csr.tocsr(), feats, seed, workdir, scaled_laplacian=scaled_laplacian)
     model = ref.model
-
-    class Scorer:
-        def score_users(self, users):
-            model.eval()
-            with torch.no_grad():
-                s = model.full_sort_predict((torch.from_numpy(np.asarray(users, dtype=np.int64)),))
-            return s.float().numpy()
-
-    scorer = Scorer()
+    scorer = MMRecScorer(model)
     best, best_epoch, since, state, epoch, diverged = -1.0, 0, 0, None, 0, False
     while epoch < max_epochs:
         loss = ref.run_epoch()

@@ -114,7 +114,7 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def run_lockstep(ours, ref_model: torch.nn.Module, ref_opt, ref_sched, epoch_batches: Callable[[], Iterable],
                  mapping: dict[str, str], *, epochs: int, ref_scores: Callable, users: np.ndarray,
-                 sync: Callable | None = None) -> pd.DataFrame:
+                 sync: Callable | None = None, epoch_end: Callable[[int], bool] | None = None) -> pd.DataFrame:
     """Train ``ours`` (prepared, weights already copied) and ``ref_model`` side by side.
 
     ``epoch_batches()``: one epoch's batches, each ``(users, items[, negatives])`` tensors;
@@ -122,7 +122,8 @@ def run_lockstep(ours, ref_model: torch.nn.Module, ref_opt, ref_sched, epoch_bat
     step (epoch, step, losses, their difference, the largest relative gradient difference
     and its parameter, the largest gradient entry of a parameter with a gradient on one side
     only, and their names) and one per epoch end (``step == -1``: parameter and score
-    differences)."""
+    differences). ``epoch_end(epoch)``, after each epoch's end row: True stops before
+    ``epochs`` (``bench paired``: both sides' stopping rules)."""
     mine, theirs = dict(ours.net.named_parameters()), dict(ref_model.named_parameters())
     opt, sched = ours._optimizer()
     rows = []
@@ -176,6 +177,8 @@ def run_lockstep(ours, ref_model: torch.nn.Module, ref_opt, ref_sched, epoch_bat
             ref_model.eval()
             score = _relative(mine_scores, ref_scores(users))
         rows.append({"epoch": epoch + 1, "step": -1, "param_max_diff": param, "score_rel_diff": score})
+        if epoch_end is not None and epoch_end(epoch + 1):
+            break
     return pd.DataFrame(rows)
 
 
@@ -281,6 +284,23 @@ def _dropout_check(name: str, reference: Path, ts, feats, seed: int, draws: int)
             draws)
 
 
+def load_inputs(data: str | None, content: str, noise_seed: int, cache: str) -> tuple[Protocol, np.ndarray]:
+    """The split (``data``: a folder with {train,val,test}.tsv; default the shared allrecipes)
+    and the content rows of our training items, attached to the protocol's training set."""
+    from mmrepr.paths import shared_data_dir
+    from mmrepr.training.data import SplitTriples
+
+    folder = Path(data) if data else shared_data_dir() / "allrecipes"
+    protocol = Protocol(SplitTriples.from_tsv_folder(folder))
+    n = protocol.train_set.num_items
+    if content == "real":
+        feats = minilm_features(list(protocol.item_ids), Path(cache))
+    else:  # the rows fidelity gives ours: the first n of the all-items noise matrix
+        feats = noise_features((protocol.n_items_all, 384), noise_seed)[:n]  # 384: MiniLM's size
+    attach(protocol, feats)
+    return protocol, feats
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mmrepr.bench lockstep", description=__doc__.splitlines()[0])
     ap.add_argument("--reference", required=True, help="MMRec's src folder")
@@ -300,20 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from mmrepr.models.base import set_torch_threads
-    from mmrepr.paths import shared_data_dir
-    from mmrepr.training.data import SplitTriples
 
     models = model_list(ap, args.models, MODELS)
     set_torch_threads(args.threads)
-    folder = Path(args.data) if args.data else shared_data_dir() / "allrecipes"
-    protocol = Protocol(SplitTriples.from_tsv_folder(folder))
+    protocol, feats = load_inputs(args.data, args.content, args.noise_seed, args.cache)
     ts = protocol.train_set
-    n = ts.num_items
-    if args.content == "real":
-        feats = minilm_features(list(protocol.item_ids), Path(args.cache))
-    else:  # the rows fidelity gives ours: the first n of the all-items noise matrix
-        feats = noise_features((protocol.n_items_all, 384), args.noise_seed)[:n]  # 384: MiniLM's size
-    attach(protocol, feats)
     users = np.arange(min(512, ts.num_users), dtype=np.int64)
     frames, dropout_frames = [], []
     for name in models:
