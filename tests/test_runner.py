@@ -160,6 +160,28 @@ def test_a_progress_bar_leaves_nothing_behind_wherever_its_newline_was_flushed(s
 
     texts = (BAR, "\nextract minilm: 38 encoded\n") if split else (BAR + "\n", "extract minilm: 38 encoded\n")
     assert cell(*texts) == ["extract minilm: 38 encoded\n"]
-    # a blank line of the program's own, not after a bar, is kept
-    assert cell("a\n", "\nb\n") == ["a\n", "\nb\n"]
+    # a blank line of the program's own, not after a bar, is kept (in the stream's one output)
+    assert cell("a\n", "\nb\n") == ["a\n\nb\n"]
     assert cell(BAR + "\n", "\nb\n") == ["\nb\n"]
+
+
+def test_a_print_flushed_in_two_messages_is_one_output():
+    # under load the kernel sent print's text and its newline separately (a flaky
+    # "identical runs" diff of notebook 05); a display between two streams keeps them apart
+    from mmrepr.runner import strip_timing
+
+    def run(*outs):
+        c = nbformat.v4.new_code_cell("x")
+        c.outputs = list(outs)
+        nb = nbformat.v4.new_notebook(cells=[c])
+        strip_timing(nb)
+        return [(o["output_type"], o.get("name"), o.get("text")) for o in nb.cells[0].outputs]
+
+    out, err = (lambda t: nbformat.v4.new_output("stream", name="stdout", text=t),
+                lambda t: nbformat.v4.new_output("stream", name="stderr", text=t))
+    shown = nbformat.v4.new_output("display_data", data={"text/plain": "x"})
+    assert run(out("no ablations"), out("\n")) == run(out("no ablations\n")) == [
+        ("stream", "stdout", "no ablations\n")]
+    assert run(out("a\n"), shown, out("b\n")) == [("stream", "stdout", "a\n"), ("display_data", None, None),
+                                                 ("stream", "stdout", "b\n")]
+    assert run(err("log\n"), out("a\n")) == [("stream", "stderr", "log\n"), ("stream", "stdout", "a\n")]

@@ -148,7 +148,7 @@ _LOG_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", re.MULTILINE)
 def strip_timing(nb) -> None:
     """Make an executed notebook depend on its results only (in place): no execution
     timestamps or temporary paths in the metadata, a fixed id for papermill's injected cell,
-    no progress bars, no log timestamps."""
+    no progress bars, no log timestamps, one output per run of a stream's messages."""
     pm_meta = nb.metadata.get("papermill", {})
     for k in _PAPERMILL_NB_DROP:
         pm_meta.pop(k, None)
@@ -184,6 +184,14 @@ def strip_timing(nb) -> None:
                 if not text.strip():
                     continue
                 out["text"] = text
+            # the kernel flushes a stream whenever its timer fires, so one print can arrive
+            # as two messages ("text", "\n") on a loaded machine: consecutive messages of one
+            # stream are one output, as Jupyter shows them
+            prev = kept[-1] if kept else None
+            if (out.get("output_type") == "stream" and prev is not None and prev.get("output_type") == "stream"
+                    and prev.get("name") == out.get("name")):
+                prev["text"] = "".join(prev["text"]) + "".join(out.get("text", ""))
+                continue
             kept.append(out)
         cell["outputs"] = kept
 
