@@ -55,23 +55,30 @@ def setup():
     return protocol, ft, fv
 
 
-def run(setup, reg_weight):
+def vbpr_pair(setup, reg_weight, *, epochs=2, batch=BATCH, lr=1e-3):
+    """The MMRec-formula VBPR and ours from its weights, MMRec-style batches from our
+    sampler, the reference's Adam and constant schedule: (ours, ref, batches, opt, sched)."""
     protocol, ft, fv = setup
     ts = protocol.train_set
     torch.manual_seed(3)
     ref = MMRecStyleVBPR(ts.num_users, ts.num_items, ft, fv, reg_weight)
-    ours = F.build_ours("VBPR", seed=1, n_epochs=2, k=K, batch_size=BATCH)
+    ours = F.build_ours("VBPR", seed=1, n_epochs=epochs, k=K, batch_size=batch, lr=lr)
     ours.prepare(ts)
     L.copy_weights(ours, ref, L.PARAMETERS["VBPR"])
     sampler = BPRSampler(ours._train_csr, 0)
 
     def batches():
         u, i, j = (torch.from_numpy(a) for a in sampler.epoch_arrays())
-        return [(u[s:s + BATCH], i[s:s + BATCH], j[s:s + BATCH]) for s in range(0, len(u), BATCH)]
+        return [(u[s:s + batch], i[s:s + batch], j[s:s + batch]) for s in range(0, len(u), batch)]
 
-    opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(ref.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
-    users = np.arange(ts.num_users, dtype=np.int64)
+    return ours, ref, batches, opt, sched
+
+
+def run(setup, reg_weight):
+    ours, ref, batches, opt, sched = vbpr_pair(setup, reg_weight)
+    users = np.arange(setup[0].train_set.num_users, dtype=np.int64)
     df = L.run_lockstep(ours, ref, opt, sched, batches, L.PARAMETERS["VBPR"], epochs=2,
                         ref_scores=lambda us: ref.full_sort_predict((torch.from_numpy(us),)), users=users)
     return df, L.summary(df)

@@ -7,17 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy import stats
 
 from mmrepr.bench import fidelity as F
 from mmrepr.bench import lockstep as L
 from mmrepr.bench import paired as P
-from mmrepr.models.base import BPRSampler
 from mmrepr.training.data import AlignedFeatures, attach_features
 
 from conftest import tiny_split
-from test_bench_lockstep import K, MMRecStyleVBPR
+from test_bench_lockstep import vbpr_pair
 
 BATCH = 64  # 8 steps an epoch
 
@@ -56,23 +54,10 @@ def setup():
 
 
 def run(setup, reg_weight, *, patience=2, max_epochs=40):
-    protocol, ft, fv = setup
-    ts = protocol.train_set
-    torch.manual_seed(3)
-    ref = MMRecStyleVBPR(ts.num_users, ts.num_items, ft, fv, reg_weight)
-    ours = F.build_ours("VBPR", seed=1, n_epochs=max_epochs, k=K, batch_size=BATCH, lr=0.05)
-    ours.prepare(ts)
-    L.copy_weights(ours, ref, L.PARAMETERS["VBPR"])
-    sampler = BPRSampler(ours._train_csr, 0)
-
-    def batches():
-        u, i, j = (torch.from_numpy(a) for a in sampler.epoch_arrays())
-        return [(u[s:s + BATCH], i[s:s + BATCH], j[s:s + BATCH]) for s in range(0, len(u), BATCH)]
-
-    opt = torch.optim.Adam(ref.parameters(), lr=0.05)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+    ours, ref, batches, opt, sched = vbpr_pair(setup, reg_weight, epochs=max_epochs, batch=BATCH, lr=0.05)
+    protocol = setup[0]
     return P.run_paired(ours, ref, opt, sched, batches, L.PARAMETERS["VBPR"], protocol, max_epochs=max_epochs,
-                        patience=patience, users=np.arange(ts.num_users, dtype=np.int64))
+                        patience=patience, users=np.arange(protocol.train_set.num_users, dtype=np.int64))
 
 
 def test_the_same_model_has_the_same_curve_best_epoch_and_test_recall(setup):

@@ -284,6 +284,14 @@ def _dropout_check(name: str, reference: Path, ts, feats, seed: int, draws: int)
             draws)
 
 
+def add_input_arguments(ap: argparse.ArgumentParser) -> None:
+    """What :func:`load_inputs` reads, and the threads: ``--noise-seed``, ``--threads``, ``--data``, ``--cache``."""
+    ap.add_argument("--noise-seed", type=int, default=999)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--data", default=None, help="folder with {train,val,test}.tsv (default: shared allrecipes)")
+    ap.add_argument("--cache", default="cache/fidelity", help="MiniLM encodings (--content real) are cached here")
+
+
 def load_inputs(data: str | None, content: str, noise_seed: int, cache: str) -> tuple[Protocol, np.ndarray]:
     """The split (``data``: a folder with {train,val,test}.tsv; default the shared allrecipes)
     and the content rows of our training items, attached to the protocol's training set."""
@@ -308,10 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--content", choices=("real", "noise"), default="noise")
     ap.add_argument("--seed", type=int, default=999)
-    ap.add_argument("--noise-seed", type=int, default=999)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--data", default=None, help="folder with {train,val,test}.tsv (default: shared allrecipes)")
-    ap.add_argument("--cache", default="cache/fidelity", help="MiniLM encodings (--content real) are cached here")
+    add_input_arguments(ap)
     ap.add_argument("--out", default=None, help="every step's row here (CSV; the dropout comparison: "
                                                   "<stem>_dropout.csv beside it)")
     ap.add_argument("--dropout-draws", type=int, default=0,

@@ -33,7 +33,8 @@ import pandas as pd
 import torch
 
 from mmrepr.bench.fidelity import MMRecScorer, model_list
-from mmrepr.bench.lockstep import EPOCH_SYNC, MODELS, PARAMETERS, SETTINGS, _both_sides, load_inputs, run_lockstep
+from mmrepr.bench.lockstep import (EPOCH_SYNC, MODELS, PARAMETERS, SETTINGS, _both_sides, add_input_arguments,
+                                   load_inputs, run_lockstep)
 
 SIDES = ("ours", "mmrec")
 
@@ -145,10 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="999,1000,1001", help="comma-separated")
     ap.add_argument("--max-epochs", type=int, default=1000, help="MMRec overall.yaml: 1000 (early stopping ends it)")
     ap.add_argument("--patience", type=int, default=20, help="MMRec stopping_step")
-    ap.add_argument("--noise-seed", type=int, default=999)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--data", default=None, help="folder with {train,val,test}.tsv (default: shared allrecipes)")
-    ap.add_argument("--cache", default="cache/fidelity", help="MiniLM encodings (--content real) are cached here")
+    add_input_arguments(ap)
     ap.add_argument("--out", default=None, help="one row per (model, content, seed) here (CSV); finished seeds "
                                                   "are skipped on a rerun; curves in <stem>_curves.csv")
     args = ap.parse_args(argv)
