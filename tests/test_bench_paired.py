@@ -85,3 +85,36 @@ def test_a_side_that_never_stops_runs_to_max_epochs(setup):
     result, curve, _ = run(setup, reg_weight=0.01, patience=1000, max_epochs=5)
     assert result["epochs"] == 5 and len(curve) == 5
     assert result["stopped_ours"] is None and result["stopped_mmrec"] is None
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_mmrec_scorer_runs_forward_once_per_model_state(setup, fused):
+    """Chunks and splits scored between two steps share one ``forward``; the scores are
+    ``full_sort_predict``'s own, before and after a step (a fused Adam's too: it leaves the
+    version counters alone); the model's own ``forward`` is back afterwards."""
+    import torch
+
+    _, ref, batches, _, _ = vbpr_pair(setup, 0.01, epochs=1, batch=BATCH, lr=0.05)
+    scorer = F.MMRecScorer(ref)
+    users = np.arange(setup[0].train_set.num_users, dtype=np.int64)
+
+    def direct(us):
+        with torch.no_grad():
+            return ref.full_sort_predict((torch.from_numpy(us),)).numpy()
+
+    parts = [users[s:s + 7] for s in range(0, len(users), 7)]
+    before = [direct(us) for us in parts]
+    chunks = [scorer.score_users(us) for us in parts]
+    assert scorer.forward_calls == 1
+    for got, want in zip(chunks, before):
+        np.testing.assert_array_equal(got, want)
+    assert "forward" not in ref.__dict__
+
+    opt = torch.optim.Adam(ref.parameters(), lr=0.05, fused=fused)
+    ref.train()
+    ref.calculate_loss(batches()[0]).backward()
+    opt.step()
+    after = scorer.score_users(users)
+    assert scorer.forward_calls == 2
+    np.testing.assert_array_equal(after, direct(users))
+    assert np.abs(after - np.vstack(before)).max() > 1e-3  # the step changed the scores, and they were recomputed
