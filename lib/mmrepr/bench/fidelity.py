@@ -286,8 +286,8 @@ class MMRecScorer:
         if not self._unchanged():  # trained since the last call: forget the kept outputs
             self._memo.clear()
             self._state = [t.clone() for t in self._tensors()]
-        own = model.__dict__.get("forward")  # an instance-level forward someone set (kept)
-        model.forward = self._cached_forward(own if own is not None else type(model).forward.__get__(model))
+        own = model.__dict__.get("forward")  # an instance-level forward someone set: put back after
+        model.forward = self._cached_forward(model.forward)
         try:
             with torch.no_grad():
                 s = model.full_sort_predict((torch.from_numpy(np.asarray(users, dtype=np.int64)),))
